@@ -1,0 +1,2 @@
+"""Runner extensions: hooks."""
+from .hooks import *  # noqa: F401,F403

@@ -1,0 +1,1 @@
+"""Attention operators: a PyTorch reference beside each kernel, chosen by ``backend=``."""

@@ -1,0 +1,32 @@
+"""mmattn: attention-paper models for OpenMMLab (mmdet 3.x, mmseg 1.x, mmdet3d 1.x)."""
+import os.path as osp
+
+from setuptools import find_packages, setup
+
+
+def read_version() -> str:
+    scope: dict = {}
+    with open(osp.join(osp.dirname(__file__), 'mmattn', 'version.py')) as f:
+        exec(f.read(), scope)
+    return scope['__version__']
+
+
+setup(
+    name='mmattn',
+    version=read_version(),
+    description='Attention-paper models (BiFormer, PoolFormer, Agent-Swin, SLAB, BEVANet, SDANet, '
+    'BVR, ScatterFormer) for mmdet 3.x / mmseg 1.x / mmdet3d 1.x, with Triton kernels',
+    long_description=open('README.md').read() if osp.exists('README.md') else '',
+    long_description_content_type='text/markdown',
+    python_requires='>=3.10',
+    packages=find_packages(include=['mmattn', 'mmattn.*', 'kernels', 'kernels.*']),
+    package_data={'kernels': ['*.cu', '*.cpp', '*.h', '*.md'], 'mmattn': ['py.typed']},
+    include_package_data=True,
+    install_requires=['mmengine>=0.10.7,<1.0', 'mmcv>=2.0.0,<2.2.0', 'numpy>=2'],
+    extras_require={
+        'det': ['mmdet>=3.3,<3.4', 'pycocotools'],
+        'seg': ['mmsegmentation>=1.2.2,<1.3', 'ftfy', 'regex', 'cityscapesscripts'],
+        'kernels': ['triton>=3.8'],
+    },
+    zip_safe=False,
+)

@@ -1,0 +1,49 @@
+"""Helpers for the tool tests: short runs of real configs on the sample data."""
+import os
+import os.path as osp
+import subprocess
+import sys
+from typing import List
+
+from mmengine.config import Config
+
+from mmattn.utils.runner import load_config
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+DET_CONFIG = osp.join(ROOT, 'configs/sample/fcos_r18_fpn_sample-coco.py')
+SEG_CONFIG = osp.join(ROOT, 'configs/sample/fpn_r18_sample-cityscapes.py')
+
+
+def data_options(num_train: int = 4, num_val: int = 2, batch_size: int = 2) -> List[str]:
+    """``--cfg-options`` that shrink a sample config's data to a few images, in-process loaders."""
+    opts = [f'train_dataloader.batch_size={batch_size}', f'train_dataloader.dataset.indices={num_train}',
+            f'val_dataloader.dataset.indices={num_val}', f'test_dataloader.dataset.indices={num_val}']
+    for key in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        opts += [f'{key}.num_workers=0', f'{key}.persistent_workers=False']
+    return opts
+
+
+def iter_config(path: str, work_dir: str, iters: int, **kwargs) -> Config:
+    """A sample config cut to ``iters`` training iterations, a checkpoint after each iteration."""
+    from mmengine.config import DictAction
+    import argparse
+    parser = argparse.ArgumentParser()
+    parser.add_argument('--o', nargs='+', action=DictAction)
+    opts = parser.parse_args(['--o', *data_options(**kwargs)]).o
+    cfg = load_config(path, opts)
+    cfg.work_dir = work_dir
+    cfg.train_cfg = dict(type='IterBasedTrainLoop', max_iters=iters, val_interval=iters)
+    cfg.param_scheduler = [dict(type='ConstantLR', factor=1.0, by_epoch=False)]
+    cfg.default_hooks.checkpoint = dict(type='CheckpointHook', by_epoch=False, interval=1)
+    cfg.default_hooks.logger = dict(type='LoggerHook', interval=1, log_metric_by_epoch=False)
+    cfg.log_processor = dict(by_epoch=False)
+    return cfg
+
+
+def run_tool(args: List[str], timeout: float = 900, **popen) -> subprocess.CompletedProcess:
+    """Run ``python tools/...`` (or a shell script) from the repository root with this Python."""
+    env = dict(os.environ, PYTHON=sys.executable, OMP_NUM_THREADS='1',
+               PATH=osp.dirname(sys.executable) + os.pathsep + os.environ.get('PATH', ''))
+    cmd = args if args[0] == 'bash' else [sys.executable, *args]
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=timeout, **popen)
