@@ -9,5 +9,3 @@ import torch
 
 if not torch.cuda.is_available():
     os.environ.setdefault('TRITON_INTERPRET', '1')
-
-torch.set_num_threads(min(2, os.cpu_count() or 1))

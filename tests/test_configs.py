@@ -5,7 +5,7 @@ import os.path as osp
 
 import pytest
 import torch
-from mmengine.config import Config
+from mmengine.config import Config, ConfigDict
 from mmengine.registry import DefaultScope, init_default_scope
 
 import mmattn  # noqa: F401
@@ -63,7 +63,7 @@ def _tiny_batch(scope: str, model):
 def test_config_builds_and_forwards(path):
     cfg = Config.fromfile(path)
     scope = cfg.get('default_scope', 'mmdet')
-    model_cfg = _no_pretrained(copy.deepcopy(cfg.model.to_dict()))
+    model_cfg = ConfigDict(_no_pretrained(copy.deepcopy(cfg.model.to_dict())))
     with DefaultScope.overwrite_default_scope(scope):
         init_default_scope(scope)
         model = _registry(scope).build(model_cfg)

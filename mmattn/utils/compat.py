@@ -12,6 +12,13 @@ mmengine's main branch but not released:
   configs fail. The lookup is redone with ``importlib.metadata``. Also registers ``mmattn`` in
   ``MODULE2PACKAGE`` so ``mmattn::`` bases and Inferencer lookups work.
 
+numpy 2.4 removed ``np.in1d``, which cityscapesscripts 2.3.0 (the newest release) still calls in
+its pixel-accuracy and instance-level scores -- and mmseg's ``CityscapesMetric`` and mmdet's
+Cityscapes instance metric switch both on:
+
+* ``numpy_in1d`` -- ``np.in1d`` is provided again as ``np.isin`` on the flattened input (exactly
+  what numpy's deprecation note says it was).
+
 ``apply_all()`` is idempotent; ``APPLIED`` lists the patches in force.
 """
 import importlib
@@ -103,9 +110,23 @@ def _patch_checkpoint_loader() -> None:
     CheckpointLoader.register_scheme(prefixes='', loader=load_local_checkpoint, force=True)
 
 
+def _in1d(ar1, ar2, assume_unique: bool = False, invert: bool = False, *, kind=None):
+    """numpy's removed ``in1d``: membership of each element of flattened ``ar1`` in ``ar2``."""
+    import numpy as np
+    return np.isin(np.asarray(ar1).ravel(), ar2, assume_unique=assume_unique, invert=invert,
+                   kind=kind)
+
+
+def _patch_numpy_in1d() -> None:
+    import numpy as np
+    if not hasattr(np, 'in1d'):
+        np.in1d = _in1d
+
+
 _PATCHES: Dict[str, Callable[[], None]] = {
     'checkpoint_weights_only': _patch_checkpoint_loader,
     'importlib_package_lookup': _patch_package_lookup,
+    'numpy_in1d': _patch_numpy_in1d,
 }
 
 

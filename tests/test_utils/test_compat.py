@@ -11,7 +11,8 @@ from mmattn.utils import compat
 
 
 def test_patches_applied_once():
-    assert compat.apply_all() == ['checkpoint_weights_only', 'importlib_package_lookup']
+    assert compat.apply_all() == ['checkpoint_weights_only', 'importlib_package_lookup',
+                                  'numpy_in1d']
     assert compat.apply_all() == compat.APPLIED  # idempotent
 
 
@@ -79,3 +80,14 @@ def test_external_base_configs_without_pkg_resources(tmp_path, no_pkg_resources,
 def test_mmattn_scope_is_known_to_mmengine():
     from mmengine.config.utils import MODULE2PACKAGE
     assert MODULE2PACKAGE['mmattn'] == 'mmattn'
+
+
+def test_numpy_in1d_restored(monkeypatch):
+    """cityscapesscripts calls np.in1d (removed in numpy 2.4) in its pixel-accuracy scores."""
+    import cityscapesscripts.evaluation.evalPixelLevelSemanticLabeling as cs_eval
+    a = np.array([[1, 5], [7, 2]])
+    assert np.in1d(a, [2, 7]).tolist() == [False, False, True, True]
+    assert np.in1d(a, [2, 7], invert=True).tolist() == [True, True, False, False]
+    monkeypatch.delattr(np, 'in1d')
+    with pytest.raises(AttributeError):
+        cs_eval.np.in1d(a, [2])
