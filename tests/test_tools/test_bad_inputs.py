@@ -53,7 +53,7 @@ def test_checkpoint_of_another_model_names_the_file(tmp_path):
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.BatchNorm2d(8))
     other = tmp_path / 'resnet_cls.pth'
     torch.save({'state_dict': {'fc.weight': torch.zeros(10, 4)}}, other)
-    with pytest.raises(ValueError, match='resnet_cls.pth.*0/6'):
+    with pytest.raises(ValueError, match='resnet_cls.pth does not hold this model.*0/7'):
         check_checkpoint(model, str(other))
     good = tmp_path / 'good.pth'
     torch.save({'meta': {}, 'state_dict': model.state_dict()}, good)
