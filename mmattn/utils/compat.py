@@ -12,6 +12,12 @@ mmengine's main branch but not released:
   configs fail. The lookup is redone with ``importlib.metadata``. Also registers ``mmattn`` in
   ``MODULE2PACKAGE`` so ``mmattn::`` bases and Inferencer lookups work.
 
+mmengine's PyTorch launcher calls ``torch.cuda.set_device`` unconditionally, so ``torchrun`` on a
+machine without a GPU dies before the first iteration:
+
+* ``cpu_distributed`` -- without an accelerator the process group (gloo) is initialised without
+  selecting a CUDA device.
+
 numpy 2.4 removed ``np.in1d``, which cityscapesscripts 2.3.0 (the newest release) still calls in
 its pixel-accuracy and instance-level scores -- and mmseg's ``CityscapesMetric`` and mmdet's
 Cityscapes instance metric switch both on:
@@ -110,6 +116,24 @@ def _patch_checkpoint_loader() -> None:
     CheckpointLoader.register_scheme(prefixes='', loader=load_local_checkpoint, force=True)
 
 
+def _patch_cpu_distributed() -> None:
+    import mmengine.dist.utils as dist_utils
+    original = dist_utils._init_dist_pytorch
+    ORIGINALS.setdefault('mmengine.dist.utils._init_dist_pytorch', original)
+
+    def init_dist_pytorch(backend: str, init_backend: str = 'torch', **kwargs) -> None:
+        if torch.cuda.is_available() or init_backend != 'torch' or \
+                dist_utils.is_mlu_available() or dist_utils.is_npu_available() or \
+                dist_utils.is_musa_available():
+            return original(backend, init_backend=init_backend, **kwargs)
+        if backend == 'nccl':
+            raise RuntimeError('distributed training without a GPU needs the gloo backend, not '
+                               "nccl: set env_cfg.dist_cfg.backend='gloo'")
+        torch.distributed.init_process_group(backend=backend, **kwargs)
+
+    dist_utils._init_dist_pytorch = init_dist_pytorch
+
+
 def _in1d(ar1, ar2, assume_unique: bool = False, invert: bool = False, *, kind=None):
     """numpy's removed ``in1d``: membership of each element of flattened ``ar1`` in ``ar2``."""
     import numpy as np
@@ -126,6 +150,7 @@ def _patch_numpy_in1d() -> None:
 _PATCHES: Dict[str, Callable[[], None]] = {
     'checkpoint_weights_only': _patch_checkpoint_loader,
     'importlib_package_lookup': _patch_package_lookup,
+    'cpu_distributed': _patch_cpu_distributed,
     'numpy_in1d': _patch_numpy_in1d,
 }
 

@@ -78,7 +78,8 @@ def test_ddp_two_processes_gloo(tmp_path):
                     '--cfg-options', *opts])
     assert res.returncode == 0, res.stderr[-3000:]
     logs = ''.join(open(f).read() for f in glob.glob(osp.join(work, '*', '*.log')))
-    assert 'Distributed launcher: pytorch' in logs and 'World size: 2' in logs
-    assert "'backend': 'gloo'" in logs
-    assert 'coco/bbox_mAP' in logs  # distributed val ran and evaluated
+    assert 'Distributed training: True' in logs and 'GPU number: 2' in logs  # = world size
+    assert "dist_cfg: {'backend': 'gloo'}" in logs
+    assert 'Epoch(train) [1][2/2]' in logs  # 8 images over 2 processes, batch 2 each
+    assert 'Epoch(val) [1][1/1]' in logs  # distributed val: 4 images over 2 processes
     assert osp.isfile(osp.join(work, 'epoch_1.pth'))

@@ -12,7 +12,7 @@ from mmattn.utils import compat
 
 def test_patches_applied_once():
     assert compat.apply_all() == ['checkpoint_weights_only', 'importlib_package_lookup',
-                                  'numpy_in1d']
+                                  'cpu_distributed', 'numpy_in1d']
     assert compat.apply_all() == compat.APPLIED  # idempotent
 
 
@@ -91,3 +91,24 @@ def test_numpy_in1d_restored(monkeypatch):
     monkeypatch.delattr(np, 'in1d')
     with pytest.raises(AttributeError):
         cs_eval.np.in1d(a, [2])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='the patch only acts without a GPU')
+def test_cpu_distributed_init(monkeypatch):
+    """mmengine's pytorch launcher selects a CUDA device unconditionally; patched, gloo works."""
+    import mmengine.dist.utils as dist_utils
+    monkeypatch.setenv('RANK', '0')
+    monkeypatch.setenv('LOCAL_RANK', '0')
+    monkeypatch.setenv('WORLD_SIZE', '1')
+    monkeypatch.setenv('MASTER_ADDR', '127.0.0.1')
+    monkeypatch.setenv('MASTER_PORT', '29531')
+    with pytest.raises(RuntimeError, match='NVIDIA driver|CUDA|cuda'):
+        compat.ORIGINALS['mmengine.dist.utils._init_dist_pytorch']('gloo')
+    with pytest.raises(RuntimeError, match='gloo'):
+        dist_utils._init_dist_pytorch('nccl')
+    dist_utils.init_dist('pytorch', backend='gloo')
+    try:
+        assert torch.distributed.get_backend() == 'gloo'
+        assert torch.distributed.get_world_size() == 1
+    finally:
+        torch.distributed.destroy_process_group()
