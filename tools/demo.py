@@ -72,12 +72,15 @@ def main() -> None:
     args = parse_args()
     images = list_images(args.inputs)
     inferencer, scope = build_inferencer(args.config, args.weights, args.device)
-    kwargs = dict(return_vis=True, no_save_vis=True, batch_size=args.batch_size)
+    kwargs = dict(return_vis=True, batch_size=args.batch_size)
     if scope == 'mmdet':
-        kwargs.update(pred_score_thr=args.pred_score_thr, no_save_pred=True)
+        kwargs.update(pred_score_thr=args.pred_score_thr, no_save_vis=True, no_save_pred=True)
     result = inferencer(images, **kwargs)
+    visualizations = result['visualization']
+    if not isinstance(visualizations, (list, tuple)):  # MMSegInferencer unwraps a single image
+        visualizations = [visualizations]
     os.makedirs(args.out_dir, exist_ok=True)
-    for path, vis in zip(images, result['visualization']):
+    for path, vis in zip(images, visualizations, strict=True):
         out = osp.join(args.out_dir, osp.splitext(osp.basename(path))[0] + '.png')
         mmcv.imwrite(vis[..., ::-1], out)  # visualisations are RGB
         print(out)

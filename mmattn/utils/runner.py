@@ -115,6 +115,7 @@ def enable_visualization(cfg: Config, show_dir: Optional[str] = None, show: bool
         hook['wait_time'] = wait_time
     hook_type = str(hook['type'])
     if 'Seg' in hook_type:
+        hook['interval'] = 1  # mmseg draws every 50th image by default
         if show_dir:
             cfg.visualizer['save_dir'] = osp.abspath(show_dir)
     else:
