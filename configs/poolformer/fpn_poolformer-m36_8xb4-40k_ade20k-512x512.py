@@ -1,0 +1,9 @@
+# Semantic FPN + PoolFormer-M36, ADE20K 40k (sail-sg/poolformer
+# segmentation/configs/sem_fpn/PoolFormer/fpn_poolformer_m36_ade20k_40k.py): the S12 settings with
+# the M36 backbone and its ImageNet-1K checkpoint.
+_base_ = ['./fpn_poolformer-s12_8xb4-40k_ade20k-512x512.py']
+
+checkpoint = 'https://github.com/sail-sg/poolformer/releases/download/v1.0/poolformer_m36.pth.tar'  # noqa: E501
+model = dict(
+    backbone=dict(arch='m36', init_cfg=dict(type='Pretrained', checkpoint=checkpoint)),
+    neck=dict(in_channels=[96, 192, 384, 768]))

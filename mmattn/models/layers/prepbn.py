@@ -1,0 +1,139 @@
+"""Progressive re-parameterised BatchNorm (PRepBN, SLAB, ICML 2024) for token tensors.
+
+``RepBN(x) = BN(x) + alpha * x`` over the channels of a (B, N, C) token tensor. ``LinearNorm``
+blends a LayerNorm into it, ``lam * LN(x) + (1 - lam) * RepBN(x)``, with ``lam`` going from ``r0``
+to 0 over ``total_step`` training steps after ``warm`` LayerNorm-only steps; in eval mode it is
+RepBN alone, which :func:`switch_to_deploy` folds into one plain BatchNorm (exactly).
+
+The counters are int64 buffers named as in the official checkpoints (``warm``, ``iter``,
+``total_step``). By default a module advances its own counters once per training forward, as
+the official code does; :class:`mmattn.engine.PRepBNHook` instead sets them from the runner's
+iteration before every training step (``self_step = False``), so gradient checkpointing,
+gradient accumulation and resuming do not shift the schedule.
+"""
+from typing import Optional
+
+import torch
+import torch.nn as nn
+
+__all__ = ['RepBN', 'LinearNorm', 'TokenBatchNorm', 'switch_to_deploy']
+
+
+class TokenBatchNorm(nn.BatchNorm1d):
+    """BatchNorm1d over the last (channel) axis of a (B, N, C) token tensor."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.transpose(1, 2)).transpose(1, 2)
+
+
+class RepBN(nn.Module):
+    """``BN(x) + alpha * x`` with a scalar ``alpha`` (init 1). x: (B, N, C) -> (B, N, C)."""
+
+    def __init__(self, channels: int, eps: float = 1e-5, momentum: float = 0.1) -> None:
+        super().__init__()
+        self.alpha = nn.Parameter(torch.ones(1))
+        self.bn = nn.BatchNorm1d(channels, eps=eps, momentum=momentum)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn(x.transpose(1, 2)).transpose(1, 2) + self.alpha * x
+
+    @torch.no_grad()
+    def fuse(self) -> TokenBatchNorm:
+        """The equivalent plain BatchNorm (eval statistics).
+
+        weight' = weight + alpha * sigma, bias' = bias + alpha * mu, same running statistics.
+        """
+        bn = self.bn
+        if not bn.track_running_stats or bn.running_var is None:
+            raise RuntimeError('RepBN.fuse needs running statistics (track_running_stats=True)')
+        fused = TokenBatchNorm(bn.num_features, eps=bn.eps, momentum=bn.momentum)
+        fused.to(device=bn.running_mean.device, dtype=bn.running_mean.dtype)
+        sigma = torch.sqrt(bn.running_var + bn.eps)
+        weight = bn.weight if bn.affine else torch.ones_like(sigma)
+        bias = bn.bias if bn.affine else torch.zeros_like(sigma)
+        fused.weight.copy_(weight + self.alpha * sigma)
+        fused.bias.copy_(bias + self.alpha * bn.running_mean)
+        fused.running_mean.copy_(bn.running_mean)
+        fused.running_var.copy_(bn.running_var)
+        fused.num_batches_tracked.copy_(bn.num_batches_tracked)
+        return fused.train(self.training)
+
+
+class LinearNorm(nn.Module):
+    """PRepBN: LayerNorm -> RepBN, blended linearly during training. x: (B, N, C) -> (B, N, C).
+
+    Args:
+        dim: channels C.
+        step: length of the decay (``total_step``; official: 60000 classifier, 300000 detection).
+        warm: LayerNorm-only steps before the decay starts.
+        r0: blend weight of the LayerNorm at the start of the decay.
+        ln_eps: LayerNorm epsilon.
+    """
+
+    def __init__(self, dim: int, step: int = 300000, warm: int = 0, r0: float = 1.0,
+                 ln_eps: float = 1e-5) -> None:
+        super().__init__()
+        if step <= 0:
+            raise ValueError(f'LinearNorm: step must be positive, got {step}')
+        self.register_buffer('warm', torch.tensor(int(warm), dtype=torch.long))
+        self.register_buffer('iter', torch.tensor(int(step), dtype=torch.long))
+        self.register_buffer('total_step', torch.tensor(int(step), dtype=torch.long))
+        self.r0 = float(r0)
+        self.self_step = True
+        self.norm1 = nn.LayerNorm(dim, eps=ln_eps)
+        self.norm2 = RepBN(dim)
+
+    @property
+    def lam(self) -> float:
+        """Current weight of the LayerNorm branch in training mode (1 during warm-up)."""
+        if int(self.warm) > 0:
+            return 1.0
+        return self.r0 * int(self.iter) / int(self.total_step)
+
+    @torch.no_grad()
+    def set_step(self, step: int, warmup: Optional[int] = None,
+                 total: Optional[int] = None) -> None:
+        """Put the counters where ``step`` training forwards from a fresh start leave them."""
+        total = int(self.total_step) if total is None else int(total)
+        warmup = 0 if warmup is None else int(warmup)
+        if total <= 0 or warmup < 0 or step < 0:
+            raise ValueError(
+                f'LinearNorm.set_step: bad step={step}, warmup={warmup}, total={total}')
+        self.total_step.fill_(total)
+        self.warm.fill_(max(warmup - step, 0))
+        self.iter.fill_(min(max(total - max(step - warmup, 0), 0), total))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return self.norm2(x)
+        if int(self.warm) > 0:
+            if self.self_step:
+                self.warm.sub_(1)
+            return self.norm1(x)
+        lam = self.r0 * int(self.iter) / int(self.total_step)
+        if self.self_step and int(self.iter) > 0:
+            self.iter.sub_(1)
+        if lam == 0.0:
+            return self.norm2(x)
+        return lam * self.norm1(x) + (1.0 - lam) * self.norm2(x)
+
+    def extra_repr(self) -> str:
+        return (f'warm={int(self.warm)}, iter={int(self.iter)}, total_step={int(self.total_step)}, '
+                f'r0={self.r0}')
+
+
+def switch_to_deploy(model: nn.Module) -> nn.Module:
+    """Replace every LinearNorm (in place) by the plain BatchNorm its eval mode equals.
+
+    Only the eval-mode function is kept (the LayerNorm branch is dropped), so call it on a model
+    used for inference. Returns ``model``.
+    """
+    for name, child in list(model.named_children()):
+        if isinstance(child, LinearNorm):
+            setattr(model, name, child.norm2.fuse())
+        elif isinstance(child, RepBN):
+            setattr(model, name, child.fuse())
+        else:
+            switch_to_deploy(child)
+    return model
+
