@@ -74,3 +74,18 @@ def test_config_builds_and_forwards(path):
     tensors = [t for t in (out if isinstance(out, (list, tuple)) else [out])
                for t in (t if isinstance(t, (list, tuple)) else [t])]
     assert tensors and all(torch.isfinite(t).all() for t in tensors)
+
+
+def test_model_index_lists_every_metafile_and_configs_exist():
+    import yaml
+    with open(osp.join(ROOT, 'model-index.yml')) as f:
+        index = yaml.safe_load(f)['Import']
+    metafiles = sorted(osp.relpath(p, ROOT)
+                       for p in glob.glob(osp.join(ROOT, 'configs', '*', 'metafile.yml')))
+    assert sorted(index) == metafiles
+    for meta in index:
+        with open(osp.join(ROOT, meta)) as f:
+            models = yaml.safe_load(f)['Models']
+        assert models, meta
+        for m in models:
+            assert osp.isfile(osp.join(ROOT, m['Config'])), f'{meta}: {m["Name"]} -> {m["Config"]}'
