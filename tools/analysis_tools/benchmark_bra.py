@@ -1,6 +1,6 @@
 """Bi-level routing attention: forward+backward time and peak memory of each backend, in one run.
 
-    python tools/analysis_tools/benchmark_bra.py                       # CPU: reference vs torch
+    python tools/analysis_tools/benchmark_bra.py --threads 1           # CPU: reference vs torch
     python tools/analysis_tools/benchmark_bra.py --device cuda         # GPU: + triton
     python tools/analysis_tools/benchmark_bra.py --sizes 800x1344 --stages 2 --iters 3
 
@@ -123,7 +123,12 @@ def main(argv=None) -> None:
     parser.add_argument('--batch', type=int, default=1)
     parser.add_argument('--iters', type=int, default=5)
     parser.add_argument('--warmup', type=int, default=1)
+    parser.add_argument('--threads', type=int, default=None,
+                        help='CPU threads (torch.set_num_threads); on a shared machine 1 avoids '
+                        'timing thread-synchronisation stalls instead of the operators')
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     backends = args.backends or (['reference', 'torch'] + (['triton'] if args.device == 'cuda'
                                                           else []))
     dtype = getattr(torch, args.dtype)
