@@ -15,8 +15,9 @@ Oracles:
   official-layout weights, at the detection (n_win 16) and segmentation (n_win 8) settings, on odd
   input sizes (225x287) that exercise auto_pad's unmasked pad tokens.
 * The Triton backend runs under ``TRITON_INTERPRET=1`` on CPU, a few ms per program: the full
-  models launch ~10^4 programs per forward, so on CPU it is checked on a reduced geometry
-  (``test_triton_backend_in_model``); ``test_triton_parity_gpu`` runs the full matrix on a GPU.
+  models launch 10^3-10^4 programs per forward, so on CPU it is checked on a reduced geometry
+  (``test_triton_backend_in_model``, forward and backward) and, marked slow, through the whole
+  classifier fixture; ``test_triton_parity_gpu`` runs the full matrix on a GPU.
 """
 from typing import Dict
 
@@ -86,10 +87,8 @@ def test_dense_fixture_parity(dense_fixture, backend):
         assert err <= TOL, (backend, size, err)
 
 
-@pytest.mark.parametrize('backend', CPU_BACKENDS)
-def test_classifier_fixture_parity(cls_fixture, backend):
-    """The classifier trunk (n_win 7, raw stage-3 output) + the official BN / mean / Linear head
-    gives the official logits."""
+def classifier_logits(cls_fixture, backend: str) -> torch.Tensor:
+    """The classifier trunk (n_win 7, raw stage-3 output) + the official BN / mean / Linear head."""
     sd = state_dict_from_fixture(cls_fixture)
     model = BiFormer(arch='tiny', n_win=7, out_indices=(3, ), with_extra_norms=False,
                      backend=backend).eval()
@@ -100,8 +99,24 @@ def test_classifier_fixture_parity(cls_fixture, backend):
         feat = F.batch_norm(feat, sd['norm.running_mean'], sd['norm.running_var'],
                             sd['norm.weight'], sd['norm.bias'], eps=1e-5)
         logits = F.linear(feat.flatten(2).mean(-1), sd['head.weight'], sd['head.bias'])
-    err = max_rel_error(logits, cls_fixture['outputs']['224x224'])
+    return logits
+
+
+@pytest.mark.parametrize('backend', CPU_BACKENDS)
+def test_classifier_fixture_parity(cls_fixture, backend):
+    """The classifier trunk + the official head gives the official logits."""
+    err = max_rel_error(classifier_logits(cls_fixture, backend), cls_fixture['outputs']['224x224'])
     assert err <= TOL, (backend, err)
+
+
+@pytest.mark.slow
+@pytest.mark.triton
+@pytest.mark.skipif(not bra.HAS_TRITON, reason='triton is not installed')
+def test_classifier_fixture_parity_triton(cls_fixture):
+    """The Triton backend through the whole classifier trunk (~4k kernel programs, ~12 min under
+    the CPU interpreter; seconds on a GPU)."""
+    err = max_rel_error(classifier_logits(cls_fixture, 'triton'), cls_fixture['outputs']['224x224'])
+    assert err <= TOL, err
 
 
 SETTINGS = {'det': 16, 'seg': 8}

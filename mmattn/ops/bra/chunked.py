@@ -80,7 +80,7 @@ class _ChunkedBRA(torch.autograd.Function):
         qh, kh, vh, gidx, out_h, lse = ctx.saved_tensors
         n, r, scale, step = ctx.cfg
         m, nr, lk = kh.shape[:3]
-        doh = _heads_first(dout, m)  # (m, NR, Lq, dv)
+        doh = _heads_first(dout.to(out_h.dtype), m)  # (m, NR, Lq, dv)
         delta = (doh.float() * out_h.float()).sum(-1)  # rowsum(dO * O) per head: (m, NR, Lq)
         dq = _empty(qh.shape, qh.dtype, qh.device)
         dk = torch.zeros(kh.shape, dtype=torch.float32, device=kh.device)

@@ -323,7 +323,8 @@ class BRATritonFunction(torch.autograd.Function):
     def backward(ctx, dout: Tensor) -> Tuple[Optional[Tensor], ...]:
         q, k, v, r_idx, out, lse = ctx.saved_tensors
         num_heads, scale = ctx.cfg
-        dq, dk, dv = bra_triton_backward(q, k, v, r_idx, out, lse, dout, num_heads, scale)
+        dq, dk, dv = bra_triton_backward(q, k, v, r_idx, out, lse, dout.to(out.dtype), num_heads,
+                                         scale)
         return dq, dk, dv, None, None, None
 
 
