@@ -1,0 +1,288 @@
+"""Sparse 3D convolutions in plain PyTorch: rule books built from coordinates, gather-GEMM-scatter.
+
+ScatterFormer's stem, down-sampling and cross-window interaction (CWI) use spconv and a CUDA-only
+depthwise extension; neither runs on a CPU-only torch. These are the same operations written with
+sort/searchsorted neighbour lookups, so they run on any device and are deterministic:
+
+* :class:`SubMConv3d`: submanifold conv (outputs at the input sites, centre-aligned kernel);
+* :class:`SubMDepthwiseConv3d`: the official ``SparseDwConv`` (weight ``[kz, ky, kx, C]``);
+* :class:`SparseConv3d`: strided sparse conv; output sites sorted by ``(b, z, y, x)``.
+
+Weights use spconv 2.x's layout ``[C_out, kz, ky, kx, C_in]`` so official checkpoints load as they
+are. Each equals a dense ``F.conv3d`` (cross-correlation) sampled at the active output sites
+(``tests/test_ops/test_sparse_conv.py``). Coordinates are int ``[N, 4]`` rows ``(b, z, y, x)``.
+"""
+import itertools
+import math
+from dataclasses import dataclass, field
+from typing import Dict, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+__all__ = [
+    'SparseVoxels', 'pack_coords', 'subm_rulebook', 'strided_rulebook', 'SubMConv3d',
+    'SubMDepthwiseConv3d', 'SparseConv3d'
+]
+
+IntTriple = Union[int, Sequence[int]]
+
+
+def _triple(v: IntTriple) -> Tuple[int, int, int]:
+    t = (v, v, v) if isinstance(v, int) else tuple(int(x) for x in v)
+    if len(t) != 3:
+        raise ValueError(f'expected an int or 3 ints, got {v!r}')
+    return t
+
+
+@dataclass
+class SparseVoxels:
+    """Active sites of a batched 3D grid.
+
+    Attributes:
+        features: ``[N, C]``.
+        coords: ``[N, 4]`` int64 ``(b, z, y, x)``.
+        spatial_shape: ``(Z, Y, X)``.
+        batch_size: ``B``.
+        rulebooks: cache of rule books by key, shared by convs that reuse a key on the same sites.
+    """
+    features: Tensor
+    coords: Tensor
+    spatial_shape: Tuple[int, int, int]
+    batch_size: int
+    rulebooks: Dict[str, Tensor] = field(default_factory=dict)
+
+    def replace(self, features: Tensor) -> 'SparseVoxels':
+        """Same sites (and rule books), new features."""
+        if features.shape[0] != self.features.shape[0]:
+            raise ValueError(f'SparseVoxels.replace: {features.shape[0]} rows for '
+                             f'{self.features.shape[0]} sites')
+        return SparseVoxels(features, self.coords, self.spatial_shape, self.batch_size,
+                            self.rulebooks)
+
+    def permute(self, order: Tensor) -> 'SparseVoxels':
+        """Reorder the sites; cached rule books are dropped (they index rows)."""
+        return SparseVoxels(self.features[order], self.coords[order], self.spatial_shape,
+                            self.batch_size)
+
+    def dense(self) -> Tensor:
+        """``[B, C, Z, Y, X]`` with zeros at inactive sites."""
+        z, y, x = self.spatial_shape
+        out = self.features.new_zeros(self.batch_size, z, y, x, self.features.shape[1])
+        b, cz, cy, cx = self.coords.long().unbind(1)
+        out[b, cz, cy, cx] = self.features
+        return out.permute(0, 4, 1, 2, 3).contiguous()
+
+
+def pack_coords(coords: Tensor, spatial_shape: Sequence[int]) -> Tensor:
+    """One int64 key per ``(b, z, y, x)`` row, ordered like the rows' lexicographic order."""
+    z, y, x = (int(s) for s in spatial_shape)
+    c = coords.long()
+    return ((c[:, 0] * z + c[:, 1]) * y + c[:, 2]) * x + c[:, 3]
+
+
+def _lookup(sorted_keys: Tensor, order: Tensor, query: Tensor) -> Tensor:
+    """Row index of each query key among the sites (``-1`` where absent)."""
+    if sorted_keys.numel() == 0:
+        return torch.full_like(query, -1)
+    pos = torch.searchsorted(sorted_keys, query).clamp_(max=sorted_keys.numel() - 1)
+    return torch.where(sorted_keys[pos] == query, order[pos], torch.full_like(query, -1))
+
+
+def _offsets(kernel_size: Tuple[int, int, int], device: torch.device) -> Tensor:
+    """``[K, 3]`` kernel taps in weight order (z slowest, x fastest)."""
+    taps = itertools.product(*(range(k) for k in kernel_size))
+    return torch.tensor(list(taps), dtype=torch.long, device=device).reshape(-1, 3)
+
+
+def subm_rulebook(coords: Tensor, spatial_shape: Sequence[int],
+                  kernel_size: IntTriple, dilation: IntTriple = 1) -> Tensor:
+    """Neighbour table of a submanifold conv.
+
+    Returns:
+        ``[K, N]`` int64: for tap ``k`` and output site ``i``, the input row at
+        ``coords[i] + (tap_k - kernel_size // 2) * dilation`` or ``-1``.
+    """
+    ks, dil = _triple(kernel_size), _triple(dilation)
+    if any(k % 2 == 0 for k in ks):
+        raise ValueError(f'subm_rulebook: kernel_size {ks} must be odd (centre-aligned)')
+    keys = pack_coords(coords, spatial_shape)
+    sorted_keys, order = torch.sort(keys)
+    c = coords.long()
+    shape = torch.tensor(list(spatial_shape), device=c.device)
+    taps = (_offsets(ks, c.device) - torch.tensor(ks, device=c.device) // 2) * \
+        torch.tensor(dil, device=c.device)
+    out = []
+    for tap in taps:
+        zyx = c[:, 1:] + tap
+        inside = ((zyx >= 0) & (zyx < shape)).all(1)
+        q = pack_coords(torch.cat([c[:, :1], zyx], 1), spatial_shape)
+        idx = _lookup(sorted_keys, order, q)
+        out.append(torch.where(inside, idx, torch.full_like(idx, -1)))
+    return torch.stack(out) if out else c.new_zeros(0, c.shape[0])
+
+
+def strided_rulebook(coords: Tensor, spatial_shape: Sequence[int], kernel_size: IntTriple,
+                     stride: IntTriple, padding: IntTriple
+                     ) -> Tuple[Tensor, Tuple[int, int, int], Tensor]:
+    """Output sites and input/output pairs of a regular (strided) sparse conv.
+
+    An output site ``o`` reads input ``o * stride - padding + tap``; it is active when any of those
+    inputs is.
+
+    Returns:
+        out_coords ``[M, 4]`` sorted by ``(b, z, y, x)``, the output spatial shape, and
+        ``[K, M]`` int64 input row per tap and output site (``-1`` where inactive).
+    """
+    ks, st, pad = _triple(kernel_size), _triple(stride), _triple(padding)
+    out_shape = tuple((s + 2 * p - k) // d + 1 for s, k, d, p in zip(spatial_shape, ks, st, pad))
+    if min(out_shape) <= 0:
+        raise ValueError(f'strided_rulebook: spatial shape {tuple(spatial_shape)} is smaller '
+                         f'than kernel {ks} with padding {pad}')
+    c = coords.long()
+    dev = c.device
+    taps = _offsets(ks, dev)
+    st_t, pad_t = torch.tensor(st, device=dev), torch.tensor(pad, device=dev)
+    shape_t = torch.tensor(out_shape, device=dev)
+    cand = []
+    for tap in taps:
+        num = c[:, 1:] + pad_t - tap
+        o = torch.div(num, st_t, rounding_mode='floor')
+        ok = ((num % st_t) == 0).all(1) & ((o >= 0) & (o < shape_t)).all(1)
+        cand.append(pack_coords(torch.cat([c[ok, :1], o[ok]], 1), out_shape))
+    out_keys = torch.unique(torch.cat(cand)) if cand else c.new_zeros(0)
+    z, y, x = out_shape
+    out_coords = torch.stack([out_keys // (z * y * x), out_keys // (y * x) % z,
+                              out_keys // x % y, out_keys % x], 1)
+    in_sorted, in_order = torch.sort(pack_coords(c, spatial_shape))
+    pairs = []
+    in_shape = torch.tensor(list(spatial_shape), device=dev)
+    for tap in taps:
+        zyx = out_coords[:, 1:] * st_t - pad_t + tap
+        inside = ((zyx >= 0) & (zyx < in_shape)).all(1)
+        idx = _lookup(in_sorted, in_order,
+                      pack_coords(torch.cat([out_coords[:, :1], zyx], 1), spatial_shape))
+        pairs.append(torch.where(inside, idx, torch.full_like(idx, -1)))
+    rb = torch.stack(pairs) if pairs else c.new_zeros(0, out_coords.shape[0])
+    return out_coords, out_shape, rb
+
+
+def _conv_by_rulebook(x: Tensor, rulebook: Tensor, weight: Tensor) -> Tensor:
+    """``out[i] = sum_k x[rulebook[k, i]] @ weight[k]``; weight ``[K, C_in, C_out]``."""
+    out = x.new_zeros(rulebook.shape[1], weight.shape[2])
+    for k in range(rulebook.shape[0]):
+        sel = (rulebook[k] >= 0).nonzero().squeeze(1)
+        if sel.numel():
+            out = out.index_add(0, sel, x[rulebook[k, sel]] @ weight[k])
+    return out
+
+
+class _SparseConvBase(nn.Module):
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: IntTriple,
+                 bias: bool, indice_key: str = None):
+        super().__init__()
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size = _triple(kernel_size)
+        self.indice_key = indice_key
+        self.weight = nn.Parameter(torch.empty(out_channels, *self.kernel_size, in_channels))
+        self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        # kaiming_uniform(a=sqrt(5)) over fan_in = C_in * kernel volume, like nn.Conv3d / spconv
+        fan_in = self.in_channels * math.prod(self.kernel_size)
+        bound = 1 / math.sqrt(fan_in)
+        nn.init.uniform_(self.weight, -math.sqrt(3) * bound, math.sqrt(3) * bound)
+        if self.bias is not None:
+            nn.init.uniform_(self.bias, -bound, bound)
+
+    def _check(self, x: SparseVoxels) -> None:
+        if x.features.dim() != 2 or x.features.shape[1] != self.in_channels:
+            raise ValueError(f'{type(self).__name__}: features of shape '
+                             f'{tuple(x.features.shape)}, expected [N, {self.in_channels}]')
+
+    def _weight_kio(self) -> Tensor:
+        return self.weight.reshape(self.out_channels, -1, self.in_channels).permute(1, 2, 0)
+
+    def extra_repr(self) -> str:
+        return (f'{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, '
+                f'bias={self.bias is not None}, indice_key={self.indice_key!r}')
+
+
+class SubMConv3d(_SparseConvBase):
+    """Submanifold sparse conv: outputs only at the input sites; weight ``[C_out, kz, ky, kx, C_in]``."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: IntTriple = 3,
+                 bias: bool = True, indice_key: str = None):
+        super().__init__(in_channels, out_channels, kernel_size, bias, indice_key)
+
+    def forward(self, x: SparseVoxels) -> SparseVoxels:
+        self._check(x)
+        key = f'subm:{self.indice_key}:{self.kernel_size}' if self.indice_key else None
+        rb = x.rulebooks.get(key) if key else None
+        if rb is None:
+            rb = subm_rulebook(x.coords, x.spatial_shape, self.kernel_size)
+            if key:
+                x.rulebooks[key] = rb
+        out = _conv_by_rulebook(x.features, rb, self._weight_kio())
+        if self.bias is not None:
+            out = out + self.bias
+        return x.replace(out)
+
+
+class SparseConv3d(_SparseConvBase):
+    """Strided sparse conv; weight ``[C_out, kz, ky, kx, C_in]``; new sites sorted by (b, z, y, x)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: IntTriple = 3,
+                 stride: IntTriple = 1, padding: IntTriple = 0, bias: bool = True,
+                 indice_key: str = None):
+        super().__init__(in_channels, out_channels, kernel_size, bias, indice_key)
+        self.stride, self.padding = _triple(stride), _triple(padding)
+
+    def forward(self, x: SparseVoxels) -> SparseVoxels:
+        self._check(x)
+        coords, shape, rb = strided_rulebook(x.coords, x.spatial_shape, self.kernel_size,
+                                             self.stride, self.padding)
+        out = _conv_by_rulebook(x.features, rb, self._weight_kio())
+        if self.bias is not None:
+            out = out + self.bias
+        return SparseVoxels(out, coords, shape, x.batch_size)
+
+
+class SubMDepthwiseConv3d(nn.Module):
+    """ScatterFormer's ``SparseDwConv``: submanifold depthwise conv without bias.
+
+    ``out[i, c] = sum_k x[nbr_k(i), c] * weight[kz, ky, kx, c]``; the weight keeps the official
+    ``[kz, ky, kx, C]`` layout and ``randn`` (std 1) initialisation.
+    """
+
+    def __init__(self, channels: int, kernel_size: IntTriple, indice_key: str = None):
+        super().__init__()
+        self.channels = channels
+        self.kernel_size = _triple(kernel_size)
+        self.indice_key = indice_key
+        self.weight = nn.Parameter(torch.randn(*self.kernel_size, channels))
+
+    def forward(self, features: Tensor, sites: SparseVoxels) -> Tensor:
+        """features ``[N, C]`` on ``sites`` (whose rule-book cache is used) -> ``[N, C]``."""
+        if features.dim() != 2 or features.shape[1] != self.channels:
+            raise ValueError(f'SubMDepthwiseConv3d: features of shape {tuple(features.shape)}, '
+                             f'expected [N, {self.channels}]')
+        key = f'subm:{self.indice_key}:{self.kernel_size}' if self.indice_key else None
+        rb = sites.rulebooks.get(key) if key else None
+        if rb is None:
+            rb = subm_rulebook(sites.coords, sites.spatial_shape, self.kernel_size)
+            if key:
+                sites.rulebooks[key] = rb
+        w = self.weight.reshape(-1, self.channels)
+        out = features.new_zeros(features.shape)
+        for k in range(rb.shape[0]):
+            sel = (rb[k] >= 0).nonzero().squeeze(1)
+            if sel.numel():
+                out = out.index_add(0, sel, features[rb[k, sel]] * w[k])
+        return out
+
+    def extra_repr(self) -> str:
+        return f'{self.channels}, kernel_size={self.kernel_size}, indice_key={self.indice_key!r}'

@@ -1,0 +1,83 @@
+"""Sparse convs vs dense ``F.conv3d`` sampled at the active sites (the oracle)."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mmattn.ops.sparse_conv import (SparseConv3d, SparseVoxels, SubMConv3d, SubMDepthwiseConv3d,
+                                    subm_rulebook)
+
+
+def random_sites(batch: int = 2, shape=(5, 9, 11), n: int = 60, channels: int = 4,
+                 seed: int = 0) -> SparseVoxels:
+    g = torch.Generator().manual_seed(seed)
+    z, y, x = shape
+    keys = torch.randperm(batch * z * y * x, generator=g)[:n]
+    coords = torch.stack([keys // (z * y * x), keys // (y * x) % z, keys // x % y, keys % x], 1)
+    feats = torch.randn(n, channels, generator=g, dtype=torch.float64)
+    return SparseVoxels(feats, coords, shape, batch)
+
+
+def dense_at(dense: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
+    b, z, y, x = coords.long().unbind(1)
+    return dense.permute(0, 2, 3, 4, 1)[b, z, y, x]
+
+
+@pytest.mark.parametrize('kernel', [(3, 3, 3), (1, 1, 13), (1, 13, 1), (3, 1, 5)])
+def test_subm_conv_equals_dense(kernel):
+    sp = random_sites()
+    conv = SubMConv3d(4, 6, kernel, bias=True).double()
+    out = conv(sp)
+    assert torch.equal(out.coords, sp.coords)
+    # spconv layout [out, kz, ky, kx, in] -> torch [out, in, kz, ky, kx]
+    w = conv.weight.permute(0, 4, 1, 2, 3)
+    ref = F.conv3d(sp.dense(), w, conv.bias, padding=tuple(k // 2 for k in kernel))
+    torch.testing.assert_close(out.features, dense_at(ref, sp.coords), rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize('kernel', [(3, 3, 3), (1, 1, 13), (1, 13, 1)])
+def test_depthwise_conv_equals_dense(kernel):
+    sp = random_sites(channels=5)
+    conv = SubMDepthwiseConv3d(5, kernel).double()
+    out = conv(sp.features, sp)
+    w = conv.weight.permute(3, 0, 1, 2).unsqueeze(1)  # [C, 1, kz, ky, kx]
+    ref = F.conv3d(sp.dense(), w, groups=5, padding=tuple(k // 2 for k in kernel))
+    torch.testing.assert_close(out, dense_at(ref, sp.coords), rtol=1e-10, atol=1e-10)
+    # gradients flow to features and weight like the dense conv's
+    feats = sp.features.clone().requires_grad_()
+    conv(feats, sp).square().sum().backward()
+    assert feats.grad is not None and conv.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize('kernel,stride,padding', [(3, 2, 1), ((3, 1, 1), (2, 1, 1), 0),
+                                                   (2, 2, 0)])
+def test_strided_conv_equals_dense(kernel, stride, padding):
+    sp = random_sites(shape=(7, 9, 10), n=120)
+    conv = SparseConv3d(4, 3, kernel, stride, padding, bias=False).double()
+    out = conv(sp)
+    ref = F.conv3d(sp.dense(), conv.weight.permute(0, 4, 1, 2, 3), stride=stride, padding=padding)
+    assert tuple(ref.shape[2:]) == out.spatial_shape
+    # active outputs: exactly the sites whose receptive field holds an active input
+    mask = F.conv3d((sp.dense().abs().sum(1, keepdim=True) > 0).double(),
+                    torch.ones(1, 1, *conv.kernel_size, dtype=torch.float64), stride=stride,
+                    padding=padding)[:, 0] > 0
+    assert out.coords.shape[0] == int(mask.sum())
+    b, z, y, x = out.coords.unbind(1)
+    assert bool(mask[b, z, y, x].all())
+    torch.testing.assert_close(out.features, dense_at(ref, out.coords), rtol=1e-10, atol=1e-10)
+    # sorted by (b, z, y, x): deterministic order
+    keys = ((b * 100 + z) * 100 + y) * 100 + x
+    assert bool((keys[1:] > keys[:-1]).all())
+
+
+def test_empty_and_cache():
+    sp = SparseVoxels(torch.zeros(0, 4), torch.zeros(0, 4, dtype=torch.long), (4, 4, 4), 1)
+    assert SubMConv3d(4, 2, 3, indice_key='a')(sp).features.shape == (0, 2)
+    assert SparseConv3d(4, 2, 3, 2, 1)(sp).features.shape == (0, 2)
+    assert 'subm:a:(3, 3, 3)' in sp.rulebooks
+    rb = subm_rulebook(torch.tensor([[0, 1, 1, 1]]), (3, 3, 3), 3)
+    assert rb.shape == (27, 1) and int(rb[13, 0]) == 0 and int((rb >= 0).sum()) == 1
+    with pytest.raises(ValueError, match='expected \\[N, 4\\]'):
+        SubMConv3d(4, 2)(SparseVoxels(torch.zeros(3, 5), torch.zeros(3, 4, dtype=torch.long),
+                                      (4, 4, 4), 1))
+    with pytest.raises(ValueError, match='must be odd'):
+        subm_rulebook(torch.zeros(1, 4, dtype=torch.long), (3, 3, 3), (2, 3, 3))
