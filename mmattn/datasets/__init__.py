@@ -1,1 +1,4 @@
 """mmattn datasets."""
+from .waymo import WaymoDataset, WaymoInfoError
+
+__all__ = ['WaymoDataset', 'WaymoInfoError']

@@ -1,0 +1,4 @@
+"""Visualisation helpers (matplotlib, headless)."""
+from .bev import draw_bev
+
+__all__ = ['draw_bev']
