@@ -1,10 +1,13 @@
-"""Inference demo: images in, predictions (boxes / masks / segmentation) drawn to PNG files.
+"""Inference demo: images or point clouds in, predictions drawn to PNG files.
 
     python tools/demo.py IMAGE_OR_DIR CONFIG [--weights CKPT] [--out-dir outputs] [--device cpu]
+    python tools/demo.py POINTS.bin_OR_DIR CONFIG [--weights CKPT] [--ann-file INFOS.pkl]
 
 The task follows the config's ``default_scope``: ``mmdet`` configs run mmdet's ``DetInferencer``
-(boxes, and masks for instance-segmentation models), ``mmseg`` configs run ``MMSegInferencer``.
-Each input ``name.ext`` gives ``OUT_DIR/name.png``.
+(boxes, and masks for instance-segmentation models), ``mmseg`` configs run ``MMSegInferencer``,
+``mmdet3d`` configs run the LiDAR detector on ``.bin`` point files and draw a bird's-eye view:
+points coloured by height, predicted boxes in red and, with ``--ann-file`` (the dataset's info
+file), ground-truth boxes in green. Each input ``name.ext`` gives ``OUT_DIR/name.png``.
 """
 import argparse
 import glob
@@ -30,6 +33,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--pred-score-thr', type=float, default=0.3,
                         help='lowest score of a drawn detection')
     parser.add_argument('--batch-size', type=int, default=1)
+    parser.add_argument('--ann-file', help='3D only: info .pkl whose boxes are drawn as ground '
+                        'truth for the inputs it lists (matched by point-file name)')
     return parser.parse_args()
 
 
@@ -68,8 +73,81 @@ def build_inferencer(config: str, weights: str, device: str):
     return inferencer, scope
 
 
+def list_point_files(inputs: str) -> List[str]:
+    """The ``.bin`` point files named by ``inputs`` (a file or a folder), sorted."""
+    if osp.isdir(inputs):
+        files = sorted(glob.glob(osp.join(inputs, '*.bin')))
+        if not files:
+            raise FileNotFoundError(f'no .bin point files in folder {inputs}')
+        return files
+    if not osp.isfile(inputs):
+        raise FileNotFoundError(f'input point file not found: {inputs}')
+    return [inputs]
+
+
+def gt_boxes_by_file(ann_file: str) -> dict:
+    """``{point-file name: [M, 7] bottom-centre LiDAR boxes}`` from an mmdet3d info file."""
+    import numpy as np
+    from mmengine.fileio import load
+    if not osp.isfile(ann_file):
+        raise FileNotFoundError(f'--ann-file not found: {ann_file}')
+    infos = load(ann_file)
+    if not isinstance(infos, dict) or 'data_list' not in infos:
+        raise ValueError(f"{ann_file}: not an mmdet3d info file (no 'data_list')")
+    boxes = {}
+    for i, info in enumerate(infos['data_list']):
+        try:
+            name = osp.basename(info['lidar_points']['lidar_path'])
+            rows = [inst['bbox_3d'] for inst in info.get('instances', [])]
+        except KeyError as e:
+            raise ValueError(f'{ann_file}: data_list[{i}] has no {e}') from None
+        boxes[name] = np.asarray(rows, dtype=np.float32).reshape(-1, 7)
+    return boxes
+
+
+def run_3d(args: argparse.Namespace) -> None:
+    """LiDAR detection on ``.bin`` files, drawn in bird's-eye view."""
+    import numpy as np
+    from mmdet3d.apis import inference_detector, init_model
+    from mmengine.config import Config
+
+    from mmattn.visualization import draw_bev
+    files = list_point_files(args.inputs)
+    if args.weights and not osp.isfile(args.weights):
+        raise FileNotFoundError(f'checkpoint not found: {args.weights}')
+    cfg = Config.fromfile(args.config)
+    model = init_model(cfg, args.weights, device=args.device)
+    if args.weights:
+        check_checkpoint(model, args.weights)
+    load = cfg.test_dataloader.dataset.pipeline[0]
+    load_dim = load.get('load_dim', 6)
+    pcr = getattr(model.backbone, 'vfe', None)
+    pcr = pcr.point_cloud_range if pcr is not None else cfg.get('point_cloud_range')
+    classes = model.dataset_meta.get('classes') if getattr(model, 'dataset_meta', None) else \
+        cfg.get('class_names')
+    gt = gt_boxes_by_file(args.ann_file) if args.ann_file else {}
+    os.makedirs(args.out_dir, exist_ok=True)
+    for path in files:
+        points = np.fromfile(path, dtype=np.float32)
+        if points.size % load_dim:
+            raise ValueError(f'{path}: {points.size} floats is not a multiple of '
+                             f'load_dim={load_dim}')
+        result, _ = inference_detector(model, path)
+        pred = result.pred_instances_3d
+        out = osp.join(args.out_dir, osp.splitext(osp.basename(path))[0] + '.png')
+        draw_bev(points.reshape(-1, load_dim), pred.bboxes_3d, gt.get(osp.basename(path)), out,
+                 point_cloud_range=pcr, pred_scores=pred.scores_3d, pred_labels=pred.labels_3d,
+                 class_names=classes, score_thr=args.pred_score_thr)
+        print(out)
+
+
 def main() -> None:
     args = parse_args()
+    from mmengine.config import Config
+    if osp.isfile(args.config) and \
+            Config.fromfile(args.config).get('default_scope') == 'mmdet3d':
+        run_3d(args)
+        return
     images = list_images(args.inputs)
     inferencer, scope = build_inferencer(args.config, args.weights, args.device)
     kwargs = dict(return_vis=True, batch_size=args.batch_size)

@@ -80,7 +80,7 @@ log "mmattn (editable)"
 $PIP install -q $C --no-deps --no-build-isolation -e "$ROOT"
 
 $VENV/bin/python -c 'import numpy, sys; sys.exit(0 if numpy.__version__.startswith("2.") else "numpy fell to " + numpy.__version__)'
-$VENV/bin/python -c 'import mmattn, mmcv.ops, mmdet, mmseg, mmdet3d, timm, triton' \
+$VENV/bin/python -c 'import mmattn, mmcv.ops, mmdet, mmseg, mmdet3d, mmdet3d.evaluation, mmdet3d.datasets, mmdet3d.models, mmdet3d.engine, mmdet3d.visualization, timm, triton' \
   || { echo "the stack does not import" >&2; exit 1; }
 echo "$want" > "$STAMP"
 log "done in $(( $(date +%s) - start )) s"

@@ -121,5 +121,5 @@ def enable_visualization(cfg: Config, show_dir: Optional[str] = None, show: bool
     else:
         if show_dir:
             hook['test_out_dir'] = osp.abspath(show_dir)
-        if hook_type.endswith('DetVisualizationHook'):
+        if hook_type.endswith(('DetVisualizationHook', 'BEVVisualizationHook')):
             hook['score_thr'] = score_thr

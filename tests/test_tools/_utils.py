@@ -12,6 +12,7 @@ from mmattn.utils.runner import load_config
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 DET_CONFIG = osp.join(ROOT, 'configs/sample/fcos_r18_fpn_sample-coco.py')
 SEG_CONFIG = osp.join(ROOT, 'configs/sample/fpn_r18_sample-cityscapes.py')
+LIDAR_CONFIG = osp.join(ROOT, 'configs/scatterformer/scatterformer_sample-waymo.py')
 
 
 def data_options(num_train: int = 4, num_val: int = 2, batch_size: int = 2) -> List[str]:

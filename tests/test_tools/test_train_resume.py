@@ -13,7 +13,8 @@ import torch
 import mmattn  # noqa: F401
 from mmattn.utils.runner import build_runner
 
-from ._utils import DET_CONFIG, ROOT, SEG_CONFIG, data_options, iter_config, run_tool
+from ._utils import (DET_CONFIG, LIDAR_CONFIG, ROOT, SEG_CONFIG, data_options, iter_config,
+                     run_tool)
 
 pytestmark = pytest.mark.slow
 
@@ -22,7 +23,8 @@ def _weights(path):
     return torch.load(path, map_location='cpu', weights_only=False)
 
 
-@pytest.mark.parametrize('config', [DET_CONFIG, SEG_CONFIG], ids=['det', 'seg'])
+@pytest.mark.parametrize('config', [DET_CONFIG, SEG_CONFIG, LIDAR_CONFIG],
+                         ids=['det', 'seg', 'lidar'])
 def test_train_two_iterations_then_resume(tmp_path, config):
     work = str(tmp_path)
     runner = build_runner(iter_config(config, work, 2))

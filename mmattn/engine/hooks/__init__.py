@@ -1,5 +1,5 @@
 """mmattn hooks, registered in ``mmattn.registry.HOOKS``."""
 from .prepbn_hook import PRepBNHook
-from .visualization import PNGDetVisualizationHook
+from .visualization import BEVVisualizationHook, PNGDetVisualizationHook
 
-__all__ = ['PNGDetVisualizationHook', 'PRepBNHook']
+__all__ = ['BEVVisualizationHook', 'PNGDetVisualizationHook', 'PRepBNHook']

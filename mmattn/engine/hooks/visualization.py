@@ -6,6 +6,7 @@ import mmcv
 from mmdet.engine.hooks import DetVisualizationHook
 from mmdet.structures import DetDataSample
 from mmengine.fileio import get
+from mmengine.hooks import Hook
 from mmengine.runner import Runner
 from mmengine.utils import mkdir_or_exist
 
@@ -49,3 +50,46 @@ class PNGDetVisualizationHook(DetVisualizationHook):
                 pred_score_thr=self.score_thr,
                 out_file=osp.join(out_dir, name) if out_dir else None,
                 step=self._test_index)
+
+
+@HOOKS.register_module()
+class BEVVisualizationHook(Hook):
+    """Draws each test sample's point cloud, predicted (red) and ground-truth (green) 3D boxes in
+    bird's-eye view to ``<test_out_dir>/<point file stem>.png`` (matplotlib; no open3d).
+
+    Args:
+        draw: draw at all (``tools/test.py --show-dir`` switches it on).
+        test_out_dir: output folder; a relative one goes under ``<work_dir>/<timestamp>/``.
+        score_thr: predictions scoring lower are not drawn.
+        point_cloud_range: view extent; by default the model backbone's range.
+    """
+
+    def __init__(self, draw: bool = False, test_out_dir: Optional[str] = None,
+                 score_thr: float = 0.3, point_cloud_range: Optional[Sequence[float]] = None,
+                 **kwargs):
+        self.draw, self.test_out_dir, self.score_thr = draw, test_out_dir, score_thr
+        self.point_cloud_range = point_cloud_range
+
+    def after_test_iter(self, runner: Runner, batch_idx: int, data_batch: dict,
+                        outputs: Sequence) -> None:
+        if not self.draw or self.test_out_dir is None:
+            return
+        from mmattn.visualization import draw_bev
+        if not osp.isabs(self.test_out_dir):
+            self.test_out_dir = osp.join(runner.work_dir, runner.timestamp, self.test_out_dir)
+        mkdir_or_exist(self.test_out_dir)
+        pcr = self.point_cloud_range
+        if pcr is None:
+            vfe = getattr(getattr(runner.model, 'backbone', None), 'vfe', None)
+            pcr = getattr(vfe, 'point_cloud_range', None)
+        classes = (runner.model.dataset_meta or {}).get('classes') if hasattr(
+            runner.model, 'dataset_meta') else None
+        points = data_batch['inputs']['points']
+        for pts, sample in zip(points, outputs):
+            pred = sample.pred_instances_3d
+            gt = sample.get('eval_ann_info', {}) or {}
+            name = osp.splitext(osp.basename(sample.lidar_path))[0] + '.png'
+            draw_bev(pts, pred.bboxes_3d, gt.get('gt_bboxes_3d'), osp.join(self.test_out_dir, name),
+                     point_cloud_range=pcr if pcr is not None else [-80, -80, -5, 80, 80, 5],
+                     pred_scores=pred.scores_3d, pred_labels=pred.labels_3d, class_names=classes,
+                     score_thr=self.score_thr)

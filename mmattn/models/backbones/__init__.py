@@ -3,3 +3,4 @@ __all__: list = []
 from .swin_family import AgentSwinTransformer, SLABSwinTransformer  # noqa: F401
 from .biformer import BiFormer  # noqa: F401
 from .poolformer import PoolFormer  # noqa: F401
+from .scatterformer import ScatterFormerBackbone  # noqa: F401

@@ -1,0 +1,2 @@
+"""Detectors assembled from mmattn parts, registered as ``mmattn.<ClassName>``."""
+from .scatterformer import ScatterFormer  # noqa: F401

@@ -1,0 +1,4 @@
+"""mmattn dense heads."""
+from .scatterformer_head import CenterHeadIoU
+
+__all__ = ['CenterHeadIoU']

@@ -1,0 +1,4 @@
+"""mmattn necks (BEV networks)."""
+from .ded import CascadeDEDBackbone, DEDModule
+
+__all__ = ['CascadeDEDBackbone', 'DEDModule']
