@@ -141,3 +141,39 @@ def test_backbone_empty_inputs():
         assert model([torch.zeros(0, 5)]).abs().sum() == 0
     with pytest.raises(ValueError, match=r'sample 0 has points of shape \(4,\)'):
         model([torch.zeros(4)])
+
+
+def test_detector_trains_and_predicts_on_empty_point_clouds():
+    """No points at all / only points outside the range: finite losses, a prediction per sample."""
+    from mmdet3d.registry import MODELS as MODELS3D
+    from mmdet3d.structures import Det3DDataSample, LiDARInstance3DBoxes
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+    from mmengine.structures import InstanceData
+    cfg = Config.fromfile('configs/scatterformer/scatterformer_sample-waymo.py')
+    init_default_scope('mmdet3d')
+    cfg.model.neck.num_layers = 1
+    cfg.model.backbone.update(dim=32, depths=(1, 1), pool_heads=2, num_heads=2)
+    cfg.model.neck.update(in_channels=32, out_channels=32)
+    cfg.model.bbox_head.in_channels = 32
+    model = MODELS3D.build(cfg.model)
+    model.init_weights()
+
+    def sample(boxes):
+        s = Det3DDataSample(metainfo=dict(box_type_3d=LiDARInstance3DBoxes))
+        gt = InstanceData()
+        gt.bboxes_3d = LiDARInstance3DBoxes(torch.tensor(boxes).view(-1, 7))
+        gt.labels_3d = torch.zeros(len(boxes), dtype=torch.long)
+        s.gt_instances_3d = gt
+        return s
+
+    model.train()
+    for pts in ([torch.zeros(0, 5), torch.zeros(0, 5)], [torch.tensor([[100., 0, 0, 0, 0]])]):
+        losses = model.loss(dict(points=pts), [sample([[1., 2, -1, 4, 2, 1.5, 0.]]) for _ in pts])
+        total = sum(losses.values())
+        assert torch.isfinite(total)
+        total.backward()
+    model.eval()
+    with torch.no_grad():
+        res = model.predict(dict(points=[torch.zeros(0, 5), scene()]), [sample([]), sample([])])
+    assert len(res) == 2 and all(r.pred_instances_3d.bboxes_3d.tensor.shape[1] == 7 for r in res)
