@@ -21,13 +21,12 @@ allocations and frees of PyTorch's CPU allocator recorded by ``torch.profiler`` 
 BLAS that bypasses PyTorch's allocator is not counted). Ratios are against ``reference``.
 """
 import argparse
-import statistics
-import time
-from typing import Callable, Dict, List, Tuple
+from typing import Tuple
 
 import torch
 
 from mmattn.ops.bra import bra_attention, topk_routing
+from mmattn.utils.benchmark import interleaved_ms, peak_bytes
 
 # BiFormer-S (and T) routing-attention stages: (width, heads, topk); stage 3 is global attention
 STAGES = {0: (64, 2, 1), 1: (128, 4, 4), 2: (256, 8, 16)}
@@ -62,54 +61,6 @@ def fwd_bwd(backend: str, qkv, grad, r_idx, heads: int, scale: float, backward: 
         out.backward(grad)
         qkv.grad = None
     return out
-
-
-def _sync(device: str) -> None:
-    if device == 'cuda':
-        torch.cuda.synchronize()
-
-
-def interleaved_ms(fns: Dict[str, Callable[[], object]], device: str, iters: int,
-                   warmup: int) -> Dict[str, float]:
-    """Median milliseconds per call of each function; every iteration runs all of them, in an
-    order that alternates, so that load changes on a shared machine hit them alike."""
-    names = list(fns)
-    for _ in range(warmup):
-        for name in names:
-            fns[name]()
-    times: Dict[str, List[float]] = {name: [] for name in names}
-    for i in range(iters):
-        for name in (names if i % 2 == 0 else names[::-1]):
-            _sync(device)
-            t = time.perf_counter()
-            fns[name]()
-            _sync(device)
-            times[name].append((time.perf_counter() - t) * 1e3)
-    return {name: statistics.median(ts) for name, ts in times.items()}
-
-
-def peak_bytes(fn: Callable[[], object], device: str) -> int:
-    """Most bytes allocated at once during ``fn()``, above the level before it."""
-    if device == 'cuda':
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-        fn()
-        torch.cuda.synchronize()
-        return torch.cuda.max_memory_allocated() - base
-    from torch._C._autograd import DeviceType
-    from torch.profiler import ProfilerActivity, profile
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn()
-    # every allocation/free as a raw '[memory]' event (prof.events() folds those made inside an
-    # operator into the operator's totals)
-    events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
-                    if e.name() == '[memory]' and e.device_type() == DeviceType.CPU)
-    level = peak = 0
-    for _, nbytes in events:
-        level += nbytes
-        peak = max(peak, level)
-    return peak
 
 
 def main(argv=None) -> None:

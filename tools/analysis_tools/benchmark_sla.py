@@ -22,14 +22,13 @@ by ``torch.profiler``). Ratios are against ``reference``.
 """
 import argparse
 import math
-import statistics
-import time
-from typing import Callable, Dict, List
+from typing import List
 
 import torch
 from torch import Tensor
 
 from mmattn.ops.sla import scattered_linear_attention, window_ids
+from mmattn.utils.benchmark import interleaved_ms, peak_bytes
 
 HEADS, HEAD_DIM = 4, 32
 
@@ -97,53 +96,6 @@ def fwd_bwd(backend: str, qkv: Tensor, grad: Tensor, offsets: Tensor, counts: Te
         out.backward(grad)
         qkv.grad = None
     return out
-
-
-def _sync(device: str) -> None:
-    if device == 'cuda':
-        torch.cuda.synchronize()
-
-
-def interleaved_ms(fns: Dict[str, Callable[[], object]], device: str, iters: int,
-                   warmup: int) -> Dict[str, float]:
-    """Median milliseconds per call; each iteration calls every function, alternating the order
-    so that load changes on a shared machine affect them alike."""
-    for _ in range(warmup):
-        for fn in fns.values():
-            fn()
-    names = list(fns)
-    times: Dict[str, List[float]] = {name: [] for name in names}
-    for i in range(iters):
-        for name in (names if i % 2 == 0 else names[::-1]):
-            _sync(device)
-            start = time.perf_counter()
-            fns[name]()
-            _sync(device)
-            times[name].append((time.perf_counter() - start) * 1e3)
-    return {name: statistics.median(t) for name, t in times.items()}
-
-
-def peak_bytes(fn: Callable[[], object], device: str) -> int:
-    """Most bytes allocated at once during ``fn()``, above the level before it."""
-    if device == 'cuda':
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-        fn()
-        torch.cuda.synchronize()
-        return torch.cuda.max_memory_allocated() - base
-    from torch._C._autograd import DeviceType
-    from torch.profiler import ProfilerActivity, profile
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn()
-    # the raw '[memory]' events: allocations (> 0) and frees (< 0) in time order
-    events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
-                    if e.name() == '[memory]' and e.device_type() == DeviceType.CPU)
-    level = peak = 0
-    for _, nbytes in events:
-        level += nbytes
-        peak = max(peak, level)
-    return peak
 
 
 def main(argv=None) -> None:

@@ -11,17 +11,13 @@ One public function, :func:`bra_attention`, with a backend switch:
 All backends take region-major tensors: ``q (N, R, Lq, Cqk)``, ``k (N, R, Lk, Cqk)``,
 ``v (N, R, Lk, Cv)`` (strided views are fine) and ``r_idx (N, R, topk)`` from :func:`topk_routing`.
 """
-import logging
-
 import torch
 from torch import Tensor
 
+from mmattn.ops.dispatch import BACKENDS, resolve_backend
+
 from .chunked import bra_chunked
 from .reference import bra_reference
-
-logger = logging.getLogger(__name__)
-
-BACKENDS = ('auto', 'reference', 'torch', 'triton')
 
 try:
     from . import triton as _triton_impl
@@ -33,20 +29,9 @@ except ImportError:  # triton is an optional dependency (extras 'kernels')
 
 def choose_backend(device: torch.device, backend: str = 'auto') -> str:
     """The concrete backend ``backend`` resolves to for tensors on ``device``."""
-    if backend not in BACKENDS:
-        raise ValueError(f'bra_attention: backend must be one of {BACKENDS}, got {backend!r}')
-    if backend == 'triton' and not HAS_TRITON:
-        raise RuntimeError("bra_attention: backend='triton' needs the triton package "
-                           "(pip install 'mmattn[kernels]')")
-    if backend != 'auto':
-        return backend
-    chosen = 'triton' if (torch.device(device).type == 'cuda' and HAS_TRITON) else 'torch'
-    logger.debug('bra_attention: auto -> %s (device %s, triton %s)', chosen, device,
-                 'available' if HAS_TRITON else 'missing')
-    return chosen
+    return resolve_backend('bra_attention', device, backend, HAS_TRITON)
 
 
-@torch.no_grad()
 def topk_routing(q_region: Tensor, k_region: Tensor, topk: int, scale: float) -> Tensor:
     """Region-level routing of the legacy BRA (detached, no learned projection).
 

@@ -15,17 +15,13 @@ head: ``S_w = sum_j relu(k_j)^T v_j``, ``z_w = sum_j relu(k_j)`` and
 ``out_i = (relu(q_i) S_w) / (relu(q_i) . z_w + eps)``; no scale, v is not passed through ReLU,
 fp32 accumulation, output in the input dtype.
 """
-import logging
-
 import torch
 from torch import Tensor
 
+from mmattn.ops.dispatch import BACKENDS, resolve_backend
+
 from .chunked import sla_chunked
 from .reference import sla_reference, window_ids
-
-logger = logging.getLogger(__name__)
-
-BACKENDS = ('auto', 'reference', 'torch', 'triton')
 
 try:
     from . import triton as _triton_impl
@@ -37,18 +33,7 @@ except ImportError:  # triton is an optional dependency (extras 'kernels')
 
 def choose_backend(device: torch.device, backend: str = 'auto') -> str:
     """The concrete backend ``backend`` resolves to for tensors on ``device``."""
-    if backend not in BACKENDS:
-        raise ValueError(f'scattered_linear_attention: backend must be one of {BACKENDS}, '
-                         f'got {backend!r}')
-    if backend == 'triton' and not HAS_TRITON:
-        raise RuntimeError("scattered_linear_attention: backend='triton' needs the triton "
-                           "package (pip install 'mmattn[kernels]')")
-    if backend != 'auto':
-        return backend
-    chosen = 'triton' if (torch.device(device).type == 'cuda' and HAS_TRITON) else 'torch'
-    logger.debug('scattered_linear_attention: auto -> %s (device %s, triton %s)', chosen, device,
-                 'available' if HAS_TRITON else 'missing')
-    return chosen
+    return resolve_backend('scattered_linear_attention', device, backend, HAS_TRITON)
 
 
 def scattered_linear_attention(q: Tensor, k: Tensor, v: Tensor, offsets: Tensor, counts: Tensor,
