@@ -177,3 +177,11 @@ def test_detector_trains_and_predicts_on_empty_point_clouds():
     with torch.no_grad():
         res = model.predict(dict(points=[torch.zeros(0, 5), scene()]), [sample([]), sample([])])
     assert len(res) == 2 and all(r.pred_instances_3d.bboxes_3d.tensor.shape[1] == 7 for r in res)
+
+
+def test_norm_momentum_reaches_every_batchnorm():
+    bns = [m for m in small_backbone(norm_momentum=0.1).modules()
+           if isinstance(m, torch.nn.BatchNorm1d)]
+    assert len(bns) > 10 and all(m.momentum == 0.1 and m.eps == 1e-3 for m in bns)
+    assert all(m.momentum == 0.01 for m in small_backbone().modules()
+               if isinstance(m, torch.nn.BatchNorm1d))

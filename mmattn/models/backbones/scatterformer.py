@@ -291,6 +291,9 @@ class ScatterFormerBackbone(BaseModule):
         vfe_channels: PFN layer widths.
         dim, num_heads, depths, win_size: transformer width, heads, layers per stage, window side.
         sla_backend: ``'auto' | 'reference' | 'torch' | 'triton'`` for every SLA layer.
+        norm_momentum: momentum of every BatchNorm (official: eps 1e-3, momentum 0.01, tuned for
+            tens of thousands of iterations; a short run needs a larger one for usable running
+            statistics in eval mode).
 
     Input: list of per-sample point tensors ``[Np_b, >=in_channels]``.
     Output: BEV ``[B, dim, Y / 2, X / 2]``.
@@ -307,6 +310,7 @@ class ScatterFormerBackbone(BaseModule):
                  win_size: int = 12,
                  pool_heads: int = 8,
                  sla_backend: str = 'auto',
+                 norm_momentum: float = 0.01,
                  init_cfg: Optional[dict] = None):
         super().__init__(init_cfg)
         pcr = torch.tensor(point_cloud_range, dtype=torch.float64)
@@ -323,6 +327,9 @@ class ScatterFormerBackbone(BaseModule):
             SparseConv3d(dim, dim, 3, 2, 1, bias=False) for _ in range(len(depths) - 1))
         self.pool = AttnPillarPool(dim, self.sparse_shape[0] // 4, pool_heads)
         self.dim = dim
+        for m in self.modules():
+            if isinstance(m, nn.BatchNorm1d):
+                m.momentum = norm_momentum
 
     def forward(self, points: List[Tensor]) -> Tensor:
         feats, coords = self.vfe(points)
