@@ -1,64 +1,10 @@
 # Mask R-CNN + Agent-Swin-S, COCO 1x: the official
-# downstream/detection/configs/agent_swin/agent_swin_s_mrcnn_1x_9-12-14-7.py
-# (mmdet 2.x, 8 GPUs x 2 images): multi-scale (480-800) + crop augmentation, AdamW lr 1e-4,
-# wd 0.05 (none on norms, relative position tables and the six agent biases), 12 epochs, steps at
-# 8 and 11, 500-iter linear warm-up.
-_base_ = [
-    './_base_/mask-rcnn_agent-swin-s_fpn.py', 'mmdet::_base_/datasets/coco_instance.py',
-    'mmdet::_base_/schedules/schedule_1x.py', 'mmdet::_base_/default_runtime.py'
-]
+# downstream/detection/configs/agent_swin/agent_swin_s_mrcnn_1x_9-12-14-7.py: the Swin-T config
+# (same schedule, augmentation and agent shapes) with the small backbone.
+_base_ = ['./mask-rcnn_agent-swin-t_fpn_ms-crop-1x_coco.py']
 
 # Official ImageNet-1K classifier, https://cloud.tsinghua.edu.cn/f/f607172c9fea4d6e99bb/?dl=1
 # (the URL carries no file name: download it once to this path; it loads as is, {'model': sd}).
 pretrained = 'data/pretrained/agent_swin_s_max_acc.pth'
-model = dict(backbone=dict(init_cfg=dict(type='Pretrained', checkpoint=pretrained)))
-
-train_pipeline = [
-    dict(type='LoadImageFromFile', backend_args={{_base_.backend_args}}),
-    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
-    dict(type='RandomFlip', prob=0.5),
-    dict(
-        type='RandomChoice',
-        transforms=[[
-            dict(
-                type='RandomChoiceResize',
-                scales=[(480, 1333), (512, 1333), (544, 1333), (576, 1333), (608, 1333),
-                        (640, 1333), (672, 1333), (704, 1333), (736, 1333), (768, 1333),
-                        (800, 1333)],
-                keep_ratio=True)
-        ], [
-            dict(
-                type='RandomChoiceResize',
-                scales=[(400, 1333), (500, 1333), (600, 1333)],
-                keep_ratio=True),
-            dict(
-                type='RandomCrop',
-                crop_type='absolute_range',
-                crop_size=(384, 600),
-                allow_negative_crop=True),
-            dict(
-                type='RandomChoiceResize',
-                scales=[(480, 1333), (512, 1333), (544, 1333), (576, 1333), (608, 1333),
-                        (640, 1333), (672, 1333), (704, 1333), (736, 1333), (768, 1333),
-                        (800, 1333)],
-                keep_ratio=True)
-        ]]),
-    dict(type='PackDetInputs')
-]
-train_dataloader = dict(dataset=dict(pipeline=train_pipeline))
-
-optim_wrapper = dict(
-    type='OptimWrapper',
-    optimizer=dict(_delete_=True, type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=0.05),
-    paramwise_cfg=dict(
-        custom_keys={
-            'absolute_pos_embed': dict(decay_mult=0.),
-            'relative_position_bias_table': dict(decay_mult=0.),
-            'norm': dict(decay_mult=0.),
-            'an_bias': dict(decay_mult=0.),
-            'na_bias': dict(decay_mult=0.),
-            'ah_bias': dict(decay_mult=0.),
-            'aw_bias': dict(decay_mult=0.),
-            'ha_bias': dict(decay_mult=0.),
-            'wa_bias': dict(decay_mult=0.)
-        }))
+model = dict(
+    backbone=dict(arch='small', init_cfg=dict(type='Pretrained', checkpoint=pretrained)))
