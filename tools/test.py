@@ -11,6 +11,7 @@ from mmengine.config import Config, DictAction
 
 import mmattn  # noqa: F401  (applies mmattn's compatibility patches before any config is read)
 from mmattn.utils.checkpoint import check_checkpoint
+from mmattn.utils.dist import close_process_group
 from mmattn.utils.runner import (build_runner, check_data_paths, enable_visualization,
                                  load_config)
 
@@ -57,6 +58,7 @@ def main() -> None:
         from mmengine.evaluator import DumpResults
         runner.test_evaluator.metrics.append(DumpResults(out_file_path=args.out))
     runner.test()
+    close_process_group()
 
 
 if __name__ == '__main__':

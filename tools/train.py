@@ -10,6 +10,7 @@ import os.path as osp
 from mmengine.config import Config, DictAction
 
 import mmattn  # noqa: F401  (applies mmattn's compatibility patches before any config is read)
+from mmattn.utils.dist import close_process_group
 from mmattn.utils.runner import build_runner, check_data_paths, load_config
 
 
@@ -58,6 +59,7 @@ def main() -> None:
     check_data_paths(cfg, ('train_dataloader', 'val_dataloader'))
     runner = build_runner(cfg)
     runner.train()
+    close_process_group()
 
 
 if __name__ == '__main__':

@@ -1,4 +1,4 @@
 """Helpers for tests: official-layout parity weights and tolerant comparisons."""
-from .parity import generate, load_fixture, max_rel_error, state_dict_from_fixture
+from .parity import FIXTURE_DIR, generate, load_fixture, max_rel_error, state_dict_from_fixture
 
-__all__ = ['generate', 'load_fixture', 'max_rel_error', 'state_dict_from_fixture']
+__all__ = ['FIXTURE_DIR', 'generate', 'load_fixture', 'max_rel_error', 'state_dict_from_fixture']

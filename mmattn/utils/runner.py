@@ -74,7 +74,15 @@ def load_config(path: str, options: Optional[dict] = None, launcher: str = 'none
 
 
 class MMAttnRunner(Runner):
-    """mmengine's Runner whose dataloader errors name the dataset's files."""
+    """mmengine's Runner whose dataloader errors name the dataset's files, and whose checkpoints
+    carry the random generators' states so that a resumed run continues exactly
+    (:class:`mmattn.engine.hooks.RNGStateHook`, registered unless the config lists one)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        from mmattn.engine.hooks.rng_state import RNGStateHook
+        if not any(isinstance(h, RNGStateHook) for h in self.hooks):
+            self.register_hook(RNGStateHook())
 
     @staticmethod
     def build_dataloader(dataloader, seed=None, diff_rank_seed=False):  # type: ignore[override]

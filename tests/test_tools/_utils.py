@@ -3,7 +3,7 @@ import os
 import os.path as osp
 import subprocess
 import sys
-from typing import List
+from typing import Dict, List, Optional
 
 from mmengine.config import Config
 
@@ -41,10 +41,13 @@ def iter_config(path: str, work_dir: str, iters: int, **kwargs) -> Config:
     return cfg
 
 
-def run_tool(args: List[str], timeout: float = 900, **popen) -> subprocess.CompletedProcess:
-    """Run ``python tools/...`` (or a shell script) from the repository root with this Python."""
+def run_tool(args: List[str], timeout: float = 900, env: Optional[Dict[str, str]] = None,
+             **popen) -> subprocess.CompletedProcess:
+    """Run ``python tools/...`` (or a shell script) from the repository root with this Python;
+    ``env`` adds to (or overrides) the inherited environment."""
     env = dict(os.environ, PYTHON=sys.executable, OMP_NUM_THREADS='1',
-               PATH=osp.dirname(sys.executable) + os.pathsep + os.environ.get('PATH', ''))
+               PATH=osp.dirname(sys.executable) + os.pathsep + os.environ.get('PATH', ''),
+               **(env or {}))
     cmd = args if args[0] == 'bash' else [sys.executable, *args]
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=timeout, **popen)
