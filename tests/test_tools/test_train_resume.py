@@ -66,7 +66,8 @@ def test_training_killed_midway_resumes(tmp_path):
                        "custom_imports = dict(imports=['mmattn.models', 'test_tools._kill_hook'], "
                        'allow_failed_imports=False)\n'
                        "custom_hooks = [dict(type='KillAfterEpochHook', epoch=1)]\n")
-    env = dict(PYTHONPATH=osp.join(ROOT, 'tests'))
+    env = dict(PYTHONPATH=os.pathsep.join(filter(None, [osp.join(ROOT, 'tests'),
+                                                       os.environ.get('PYTHONPATH')])))
     straight, killed = str(tmp_path / 'straight'), str(tmp_path / 'killed')
 
     res = run_tool(['tools/train.py', DET_CONFIG, '--work-dir', straight, '--cfg-options', *opts])
