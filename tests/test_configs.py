@@ -90,8 +90,20 @@ def test_config_builds_and_forwards(path):
         data = _tiny_batch(scope, model)
         with torch.no_grad():
             out = model(**data, mode='tensor')
+            feats = model.extract_feat(data['inputs']) if scope == 'mmdet' else None
     tensors = _tensors(out)
     assert tensors and all(torch.isfinite(t).all() for t in tensors)
+    if scope == 'mmseg':  # logits: one channel per class, at the decode head's stride
+        head = cfg.model.decode_head
+        num_classes = head.num_classes
+        assert {tuple(t.shape[:2]) for t in tensors} == {(2, num_classes)}, \
+            [tuple(t.shape) for t in tensors]
+    if scope == 'mmdet':  # the neck's levels, each with the neck's channels, in stride order
+        neck = cfg.model.neck[-1] if isinstance(cfg.model.neck, list) else cfg.model.neck
+        assert len(feats) == neck.num_outs, (len(feats), neck.num_outs)
+        assert all(f.shape[:2] == (2, neck.out_channels) for f in feats)
+        sizes = [f.shape[-1] for f in feats]
+        assert sizes == sorted(sizes, reverse=True) and sizes[0] > sizes[-1], sizes
 
 
 def test_model_index_lists_every_metafile_and_configs_exist():
