@@ -13,6 +13,7 @@ import argparse
 import glob
 import os
 import os.path as osp
+import warnings
 from typing import List
 
 import mmcv
@@ -132,10 +133,19 @@ def run_3d(args: argparse.Namespace) -> None:
         if points.size % load_dim:
             raise ValueError(f'{path}: {points.size} floats is not a multiple of '
                              f'load_dim={load_dim}')
+        points = points.reshape(-1, load_dim)
+        bad = int((~np.isfinite(points)).any(1).sum())
+        if not len(points):
+            warnings.warn(f'{path}: the point cloud is empty (0 points): nothing can be '
+                          'detected, the drawing shows an empty scene')
+        elif bad:
+            warnings.warn(f'{path}: {bad} of {len(points)} points have NaN / inf values; the '
+                          'detections are not reliable' + (' (every point is invalid)'
+                                                           if bad == len(points) else ''))
         result, _ = inference_detector(model, path)
         pred = result.pred_instances_3d
         out = osp.join(args.out_dir, osp.splitext(osp.basename(path))[0] + '.png')
-        draw_bev(points.reshape(-1, load_dim), pred.bboxes_3d, gt.get(osp.basename(path)), out,
+        draw_bev(points, pred.bboxes_3d, gt.get(osp.basename(path)), out,
                  point_cloud_range=pcr, pred_scores=pred.scores_3d, pred_labels=pred.labels_3d,
                  class_names=classes, score_thr=args.pred_score_thr)
         print(out)

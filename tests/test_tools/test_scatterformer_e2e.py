@@ -81,3 +81,19 @@ def test_demo_rejects_a_bad_point_file(tmp_path):
     res = run_tool(['tools/demo.py', str(bad), LIDAR_CONFIG, '--out-dir', str(tmp_path)])
     assert res.returncode != 0
     assert 'bad.bin' in res.stderr and 'multiple' in res.stderr, res.stderr[-1500:]
+
+
+def test_demo_warns_on_empty_and_non_finite_point_files(tmp_path):
+    empty, nans = tmp_path / 'empty.bin', tmp_path / 'nans.bin'
+    empty.write_bytes(b'')
+    points = np.fromfile(sorted(glob.glob(osp.join(
+        ROOT, 'data/waymo_sample/kitti_format/training/velodyne/1*.bin')))[0],
+        dtype=np.float32).reshape(-1, 6)[:200].copy()
+    points[:5, 0] = np.nan
+    points.tofile(nans)
+    res = run_tool(['tools/demo.py', str(tmp_path), LIDAR_CONFIG, '--out-dir',
+                    str(tmp_path / 'out')])
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert 'empty.bin: the point cloud is empty (0 points)' in res.stderr, res.stderr[-2000:]
+    assert 'nans.bin: 5 of 200 points have NaN / inf values' in res.stderr, res.stderr[-2000:]
+    assert osp.isfile(tmp_path / 'out' / 'empty.png') and osp.isfile(tmp_path / 'out' / 'nans.png')
