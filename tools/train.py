@@ -6,8 +6,10 @@
 import argparse
 import os
 import os.path as osp
+import warnings
 
 from mmengine.config import Config, DictAction
+from mmengine.runner import find_latest_checkpoint
 
 import mmattn  # noqa: F401  (applies mmattn's compatibility patches before any config is read)
 from mmattn.utils.dist import close_process_group
@@ -51,6 +53,9 @@ def main() -> None:
         cfg.auto_scale_lr.enable = True
     if args.resume == 'auto':
         cfg.resume, cfg.load_from = True, None
+        if find_latest_checkpoint(cfg.work_dir) is None:
+            warnings.warn(f'--resume: no checkpoint in {cfg.work_dir}; training starts from '
+                          'scratch')
     elif args.resume is not None:
         if not osp.isfile(args.resume):
             raise FileNotFoundError(f'--resume checkpoint not found: {args.resume}')

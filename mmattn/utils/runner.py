@@ -4,8 +4,10 @@ The checks here turn the usual late, deep failures into one early error that nam
 or file: a config that does not exist, a ``data_root`` or annotation file that is missing, an
 annotation file that does not parse.
 """
+import difflib
 import os.path as osp
-from typing import Iterator, Optional, Tuple
+import warnings
+from typing import Iterator, List, Optional, Tuple
 
 import torch
 from mmengine.config import Config, ConfigDict
@@ -53,12 +55,39 @@ def check_data_paths(cfg: Config, keys=DATALOADER_KEYS) -> None:
                                         f'{cfg.filename})')
 
 
+def _config_keys(node, prefix: str = '') -> Iterator[str]:
+    """Every dotted key path of a (nested) config: ``model``, ``model.backbone``, ..."""
+    items = node.items() if isinstance(node, dict) else \
+        enumerate(node) if isinstance(node, (list, tuple)) else ()
+    for k, v in items:
+        key = f'{prefix}{k}'
+        yield key
+        yield from _config_keys(v, key + '.')
+
+
+def warn_unknown_options(cfg: Config, options: dict) -> List[str]:
+    """Warn for each ``--cfg-options`` key that is not in the config (a typo such as
+    ``trian_cfg.max_epochs`` would otherwise be added silently), naming the closest existing key;
+    return those keys. Keys under ``_delete_`` or new on purpose still merge."""
+    existing = set(_config_keys(cfg._cfg_dict.to_dict()))
+    unknown = [k for k in options if k not in existing]
+    for key in unknown:
+        parent = key.rsplit('.', 1)[0] if '.' in key else ''
+        close = difflib.get_close_matches(key, existing, n=1, cutoff=0.8)
+        hint = f'; did you mean {close[0]!r}?' if close else (
+            '' if not parent or parent in existing else f' (nor is {parent!r})')
+        warnings.warn(f'--cfg-options {key}: there is no such key in {cfg.filename}, it is added '
+                      f'as a new one{hint}', stacklevel=2)
+    return unknown
+
+
 def load_config(path: str, options: Optional[dict] = None, launcher: str = 'none') -> Config:
     """Read a config, apply ``--cfg-options`` and make distributed runs work on CPUs (gloo)."""
     if not osp.isfile(path):
         raise FileNotFoundError(f'config file not found: {path}')
     cfg = Config.fromfile(path)
     if options:
+        warn_unknown_options(cfg, options)
         cfg.merge_from_dict(options)
     cfg.launcher = launcher
     if launcher != 'none' and not torch.cuda.is_available():
