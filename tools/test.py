@@ -10,6 +10,7 @@ import os.path as osp
 from mmengine.config import Config, DictAction
 
 import mmattn  # noqa: F401  (applies mmattn's compatibility patches before any config is read)
+from mmattn.datasets.check import check_datasets
 from mmattn.utils.checkpoint import check_checkpoint
 from mmattn.utils.dist import close_process_group
 from mmattn.utils.runner import (build_runner, check_data_paths, enable_visualization,
@@ -50,6 +51,7 @@ def main() -> None:
         enable_visualization(cfg, args.show_dir, args.show, args.wait_time, args.score_thr)
 
     check_data_paths(cfg, ('test_dataloader', ))
+    check_datasets(cfg, ('test_dataloader', ))
     runner = build_runner(cfg)
     check_checkpoint(runner.model, args.checkpoint)
     if args.out:

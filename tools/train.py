@@ -12,6 +12,7 @@ from mmengine.config import Config, DictAction
 from mmengine.runner import find_latest_checkpoint
 
 import mmattn  # noqa: F401  (applies mmattn's compatibility patches before any config is read)
+from mmattn.datasets.check import check_datasets
 from mmattn.utils.dist import close_process_group
 from mmattn.utils.runner import build_runner, check_data_paths, load_config
 
@@ -62,6 +63,7 @@ def main() -> None:
         cfg.resume, cfg.load_from = True, args.resume
 
     check_data_paths(cfg, ('train_dataloader', 'val_dataloader'))
+    check_datasets(cfg, ('train_dataloader', 'val_dataloader'))
     runner = build_runner(cfg)
     runner.train()
     close_process_group()
