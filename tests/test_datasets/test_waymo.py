@@ -4,6 +4,7 @@ tools/data/make_waymo_sample.py, the converter tools/dataset_converters/openpcde
 from __future__ import annotations
 
 import importlib.util
+import os
 import pickle
 import shutil
 import sys
@@ -116,6 +117,22 @@ def test_regenerates_identically(regenerated: Path):
     assert made == committed
     for rel in made:
         assert (regenerated / rel).read_bytes() == (SAMPLE / rel).read_bytes(), rel
+
+
+@pytest.mark.parametrize('coretype', ['Nehalem', 'Haswell'])
+def test_regenerates_identically_with_another_blas_kernel(tmp_path, coretype):
+    """The generator's output does not depend on the CPU: with OpenBLAS forced to another kernel
+    (SSE-only Nehalem, AVX2 Haswell; a machine picks its own by default) the files are the same.
+    (A 2-element ``@`` once went through BLAS and flipped a face's visibility on AVX-512 CPUs.)"""
+    import subprocess
+    env = dict(os.environ, OPENBLAS_CORETYPE=coretype)
+    subprocess.run([sys.executable, str(ROOT / 'tools' / 'data' / 'make_waymo_sample.py'),
+                    '--out', str(tmp_path)], check=True, env=env, capture_output=True, timeout=600)
+    made = sorted(p.relative_to(tmp_path / 'waymo_sample')
+                  for p in (tmp_path / 'waymo_sample').rglob('*') if p.is_file())
+    assert made and made == sorted(p.relative_to(SAMPLE) for p in SAMPLE.rglob('*') if p.is_file())
+    for rel in made:
+        assert (tmp_path / 'waymo_sample' / rel).read_bytes() == (SAMPLE / rel).read_bytes(), rel
 
 
 def test_openpcdet_layout_contents(gen):

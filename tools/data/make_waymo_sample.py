@@ -99,7 +99,7 @@ def box_surface_points(rng: np.random.Generator, box: Sequence[float], n: int) -
     for axis, sign, area in ((0, 1, w * h), (0, -1, w * h), (1, 1, l * h), (1, -1, l * h)):
         nl = np.array([sign, 0.0]) if axis == 0 else np.array([0.0, sign])
         nw = np.array([c * nl[0] - s * nl[1], s * nl[0] + c * nl[1]])
-        if nw @ to_sensor > 0:
+        if nw[0] * to_sensor[0] + nw[1] * to_sensor[1] > 0:  # no BLAS: the same on every CPU
             faces.append((axis, sign, area))
     faces.append((2, 1, 0.3 * l * w))      # the top, seen at a grazing angle
     areas = np.array([f[2] for f in faces])
