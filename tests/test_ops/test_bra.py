@@ -12,9 +12,11 @@ legacy formula here, and, inside the model, against the official fixtures
 (tests/test_models/test_biformer.py). The kernels are also compiled for a GPU target (no GPU
 needed), since the interpreter accepts code the compiler rejects.
 """
+import logging
 import os
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -148,24 +150,127 @@ def test_routing():
         topk_routing(q_r, k_r, 10, 0.25)
 
 
-def test_dispatch_and_errors(monkeypatch):
-    assert choose_backend(torch.device('cpu')) == 'torch'
-    assert choose_backend(torch.device('cpu'), 'reference') == 'reference'
-    if bra.HAS_TRITON:
-        assert choose_backend(torch.device('cuda')) == 'triton'
+def cuda_like(*shape, dtype=torch.float32):
+    """What the dispatch reads of a CUDA tensor (device, dtype, shape), without a GPU."""
+    return SimpleNamespace(device=torch.device('cuda'), dtype=dtype, shape=torch.Size(shape))
+
+
+def test_dispatch_asks_the_kernel(caplog):
     (q, k, v, r_idx, m, scale), _ = make_inputs('topk1')[1:]
+    assert choose_backend(q, k, v, r_idx, m) == 'torch'  # CPU: never the interpreter
+    assert choose_backend(q, k, v, r_idx, m, 'reference') == 'reference'
+    gq, gv, gi = cuda_like(2, 4, 16, 64), cuda_like(2, 4, 16, 64), cuda_like(2, 4, 1)
+    if not bra.HAS_TRITON:
+        assert choose_backend(gq, gq, gv, gi, 2) == 'torch'
+        return
+    assert choose_backend(gq, gq, gv, gi, 2) == 'triton'
+    half = cuda_like(2, 4, 16, 64, dtype=torch.float16)
+    assert choose_backend(half, half, half, gi, 2) == 'triton'
+    # a head dim wider than the Triton tiles: 'auto' falls back (and says why, once) ...
+    wide = cuda_like(2, 4, 16, 512)
+    with caplog.at_level(logging.INFO, logger='mmattn.ops.dispatch'):
+        assert choose_backend(wide, wide, wide, gi, 2) == 'torch'
+        assert choose_backend(wide, wide, wide, gi, 2) == 'torch'
+    skipped = [r.getMessage() for r in caplog.records if 'head dims 256' in r.getMessage()]
+    assert len(skipped) == 1 and "skips backend 'triton'" in skipped[0]
+    # ... an explicit backend='triton' raises with the reason
+    with pytest.raises(ValueError, match="backend='triton' cannot run .*head dims 256"):
+        choose_backend(wide, wide, wide, gi, 2, 'triton')
+    integer = cuda_like(2, 4, 16, 64, dtype=torch.int32)
+    assert choose_backend(integer, integer, integer, gi, 2) == 'torch'
+
+
+def test_bad_inputs(monkeypatch):
+    (q, k, v, r_idx, m, scale), _ = make_inputs('ragged_3x5')[1:]  # 4 regions, topk 2
     with pytest.raises(ValueError, match='backend must be one of'):
         bra_attention(q, k, v, r_idx, m, scale, backend='cuda')
     with pytest.raises(ValueError, match='inconsistent shapes'):
         bra_attention(q, k[:, :, :, :8], v, r_idx, m, scale)
     with pytest.raises(ValueError, match='divisible by num_heads=3'):
         bra_attention(q, k, v, r_idx, 3, scale)
-    with pytest.raises(ValueError, match='r_idx'):
-        bra_attention(q, k, v, r_idx[:1], m, scale)
+    with pytest.raises(ValueError, match='does not match q'):
+        bra_attention(q, k, v, r_idx[:, :1], m, scale)
+    # topk 0 and topk larger than the number of regions
+    with pytest.raises(ValueError, match='topk=0 .* must be in \\[1, 4\\]'):
+        bra_attention(q, k, v, r_idx[..., :0], m, scale)
+    with pytest.raises(ValueError, match='topk=5 .* must be in \\[1, 4\\]'):
+        bra_attention(q, k, v, torch.cat([r_idx, r_idx, r_idx[..., :1]], -1), m, scale)
+    # bool / uint8 / float indices are not region indices
+    for dtype in (torch.bool, torch.uint8, torch.float32):
+        with pytest.raises(TypeError, match=f'int32 / int64 .*{dtype}'):
+            bra_attention(q, k, v, r_idx.to(dtype), m, scale)
+    with pytest.raises(ValueError, match='one device'):
+        bra_attention(q, k, v, r_idx.to('meta'), m, scale)
+    # out-of-range and negative indices: every backend, no host sync (immediate on CPU) ...
+    backends = ['reference', 'torch'] + (['triton'] if bra.HAS_TRITON else [])
+    for bad in (-1, 4):
+        idx = r_idx.clone()
+        idx[0, 1, 1] = bad
+        for backend in backends:
+            with pytest.raises(RuntimeError, match='r_idx .* outside \\[0, 4\\)'):
+                bra_attention(q, k, v, idx, m, scale, backend=backend)
+    # ... and with the values under debug checks
+    monkeypatch.setenv('MMATTN_DEBUG_OPS', '1')
+    with pytest.raises(ValueError, match='values in \\[-1, 3\\], outside \\[0, 4\\)'):
+        idx = r_idx.clone()
+        idx[0, 0, 0] = -1
+        bra_attention(q, k, v, idx, m, scale)
+    torch.testing.assert_close(bra_attention(q, k, v, r_idx.int(), m, scale),
+                               bra_attention(q, k, v, r_idx, m, scale))
+    monkeypatch.delenv('MMATTN_DEBUG_OPS')
     if bra.HAS_TRITON:
         monkeypatch.setenv('TRITON_INTERPRET', '0')
-        with pytest.raises(RuntimeError, match='TRITON_INTERPRET=1'):
+        with pytest.raises(ValueError, match='TRITON_INTERPRET=1'):
             bra_attention(q, k, v, r_idx, m, scale, backend='triton')
+
+
+def nonfinite_pattern(backend: str) -> tuple:
+    """'ragged_3x5' with a NaN in a query, a NaN in a key, an inf in a query and a -inf in a
+    value: the NaN / inf positions of the output and of the gradient."""
+    qkv, (q, k, v, r_idx, m, scale), grad_out = make_inputs('ragged_3x5')
+    qkv = qkv.detach().clone()
+    qkv[0, 0, 3, 1] = float('nan')
+    qkv[0, 2, 5, 32 + 3] = float('nan')
+    qkv[0, 1, 0, 0] = float('inf')
+    qkv[0, 3, 7, 64 + 1] = float('-inf')
+    qkv.requires_grad_()
+    q, k, v = qkv.split([32, 32, 32], dim=-1)
+    out = bra_attention(q, k, v, r_idx, m, scale, backend=backend)
+    (dqkv, ) = torch.autograd.grad(out, qkv, grad_out)
+    return out.isnan(), dqkv.isnan(), out.isinf(), dqkv.isinf()
+
+
+def test_nan_inf_propagate_as_in_reference():
+    expected = nonfinite_pattern('reference')
+    assert expected[0].any() and expected[1].any()
+    for backend in ['torch'] + (['triton'] if bra.HAS_TRITON else []):
+        got = nonfinite_pattern(backend)
+        for name, a, b in zip(('out nan', 'grad nan', 'out inf', 'grad inf'), got, expected):
+            assert torch.equal(a, b), (backend, name, int((a != b).sum()))
+
+
+@pytest.mark.parametrize('backend', ['reference', 'torch'])
+def test_autocast_bf16_matches_fp32(backend):
+    """Under CPU autocast (bf16) q, k, v are cast to bf16 and the op computes in bf16 (logits
+    and attention weights rounded to bf16; fp32 softmax statistics in the torch backend), backward
+    under the forward's autocast state (custom_fwd / custom_bwd): output and gradients within
+    3e-2 (relative to the largest value) of fp32 on the same bf16-rounded inputs and output
+    gradient (bf16 rounds to 8 bits, ~4e-3 relative, several times per product chain)."""
+    qkv, (q, k, v, r_idx, m, scale), grad_out = make_inputs('ragged_3x5')
+    grad_out = grad_out.bfloat16()
+
+    def grads(autocast: bool):
+        leaf = qkv.detach().bfloat16().float().requires_grad_()
+        q, k, v = leaf.split([32, 32, 32], dim=-1)
+        with torch.autocast('cpu', dtype=torch.bfloat16, enabled=autocast):
+            out = bra_attention(q, k, v, r_idx, m, scale, backend=backend)
+        assert out.dtype == (torch.bfloat16 if autocast else torch.float32)
+        (dqkv, ) = torch.autograd.grad(out, leaf, grad_out.to(out.dtype))
+        assert dqkv.dtype == torch.float32
+        return out.float(), dqkv
+
+    errors = [rel(a, b) for a, b in zip(grads(True), grads(False))]
+    assert max(errors) <= 3e-2 and min(errors) > 0, errors  # > 0: it really ran in bf16
 
 
 def gradcheck_inputs():
@@ -246,14 +351,15 @@ for fn, ptrs in pointers.items():
 
 @pytest.mark.triton
 @requires_triton
+@pytest.mark.parametrize('arch', [80, 90])
 @pytest.mark.parametrize('dtype', ['fp32', 'bf16'])
-def test_triton_kernels_compile_for_gpu(dtype):
-    """The interpreter accepts code the GPU compiler rejects: compile the three kernels for sm_90
-    (Triton frontend, LLVM and the bundled ptxas; no GPU needed) in a fresh process without
-    TRITON_INTERPRET. fp32 (IEEE dots) and bf16 (which the interpreter cannot run; fp16 takes the
-    same path)."""
+def test_triton_kernels_compile_for_gpu(arch, dtype):
+    """The interpreter accepts code the GPU compiler rejects: compile the three kernels for
+    sm_80 and sm_90 (Triton frontend, LLVM and the bundled ptxas; no GPU needed) in a fresh
+    process without TRITON_INTERPRET. fp32 (IEEE dots) and bf16 (which the interpreter cannot
+    run; fp16 takes the same path)."""
     env = {k: v for k, v in os.environ.items() if k != 'TRITON_INTERPRET'}
-    proc = subprocess.run([sys.executable, '-c', COMPILE_SCRIPT, '90', dtype], env=env,
+    proc = subprocess.run([sys.executable, '-c', COMPILE_SCRIPT, str(arch), dtype], env=env,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count('compiled') == 3

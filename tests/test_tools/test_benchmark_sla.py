@@ -28,10 +28,11 @@ def test_window_counts(tool):
 
 
 def test_padded_baseline_matches_reference(tool):
-    qkv, grad, offsets, counts = tool.make_case(200, 'cpu', torch.float32, 64, 20., 1.)
+    qkv, grad, cu_seqlens, counts = tool.make_case(200, 'cpu', torch.float32, 64, 20., 1.)
+    assert cu_seqlens.tolist() == [0] + torch.cumsum(counts, 0).tolist()
     q, k, v = qkv.detach().unbind(1)
-    got = tool.padded_linear_attention(q, k, v, offsets, counts)
-    assert max_rel_error(got, sla_reference(q, k, v, offsets, counts)) <= 1e-5
+    got = tool.padded_linear_attention(q, k, v, cu_seqlens)
+    assert max_rel_error(got, sla_reference(q, k, v, cu_seqlens)) <= 1e-5
 
 
 def test_tiny_run_prints_a_row_per_backend(tool, capsys):

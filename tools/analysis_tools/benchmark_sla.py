@@ -27,7 +27,7 @@ from typing import List
 import torch
 from torch import Tensor
 
-from mmattn.ops.sla import scattered_linear_attention, window_ids
+from mmattn.ops.sla import cu_seqlens_from_counts, scattered_linear_attention, window_ids
 from mmattn.utils.benchmark import interleaved_ms, peak_bytes
 
 HEADS, HEAD_DIM = 4, 32
@@ -52,21 +52,23 @@ def window_counts(n: int, max_rows: int = 2304, median_rows: float = 120., sigma
 
 def make_case(n: int, device: str, dtype: torch.dtype, max_rows: int, median_rows: float,
               sigma: float):
+    """``(N, 3, H, D)`` qkv leaf, output gradient, window offsets ``cu_seqlens (M + 1,)`` and rows
+    per window ``counts (M,)``."""
     counts = window_counts(n, max_rows, median_rows, sigma).to(device)
-    offsets = torch.cumsum(counts, 0) - counts
     g = torch.Generator().manual_seed(1)
     qkv = torch.randn(n, 3, HEADS, HEAD_DIM, generator=g).to(device=device, dtype=dtype)
     grad = torch.randn(n, HEADS, HEAD_DIM, generator=g).to(device=device, dtype=dtype)
-    return qkv.requires_grad_(), grad, offsets, counts
+    return qkv.requires_grad_(), grad, cu_seqlens_from_counts(counts), counts
 
 
-def padded_linear_attention(q: Tensor, k: Tensor, v: Tensor, offsets: Tensor, counts: Tensor,
+def padded_linear_attention(q: Tensor, k: Tensor, v: Tensor, cu_seqlens: Tensor,
                             eps: float = 1e-6) -> Tensor:
     """Baseline: pad every window to the largest, dense batched ReLU linear attention."""
     n, h, d = q.shape
+    counts = cu_seqlens[1:] - cu_seqlens[:-1]
     m, length = counts.numel(), int(counts.max())
-    win = window_ids(offsets, counts, n)
-    pos = torch.arange(n, device=q.device) - offsets[win]
+    win = window_ids(cu_seqlens, n)
+    pos = torch.arange(n, device=q.device) - cu_seqlens[win]
 
     def pad(x: Tensor) -> Tensor:  # (N, H, D) -> (M, H, L, D), zeros in the padding
         out = x.new_zeros(m, length, h, d)
@@ -85,13 +87,13 @@ def padded_bytes(counts: Tensor, itemsize: int) -> int:
     return 12 * counts.numel() * int(counts.max()) * HEADS * HEAD_DIM * itemsize
 
 
-def fwd_bwd(backend: str, qkv: Tensor, grad: Tensor, offsets: Tensor, counts: Tensor,
+def fwd_bwd(backend: str, qkv: Tensor, grad: Tensor, cu_seqlens: Tensor,
             backward: bool = True) -> Tensor:
     q, k, v = qkv.unbind(1)
     if backend == 'padded':
-        out = padded_linear_attention(q, k, v, offsets, counts)
+        out = padded_linear_attention(q, k, v, cu_seqlens)
     else:
-        out = scattered_linear_attention(q, k, v, offsets, counts, backend=backend)
+        out = scattered_linear_attention(q, k, v, cu_seqlens, backend=backend)
     if backward:
         out.backward(grad)
         qkv.grad = None
@@ -131,13 +133,13 @@ def main(argv=None) -> None:
           'time / ref | mem / ref |')
     print('|---|---|---|---|---|---|---|---|')
     for n in args.sizes:
-        qkv, grad, offsets, counts = make_case(n, args.device, dtype, args.max_rows,
+        qkv, grad, cu_seqlens, counts = make_case(n, args.device, dtype, args.max_rows,
                                                args.median_rows, args.sigma)
         shape = f'{counts.numel()} ({n / counts.numel():.0f} / {int(counts.max())})'
         run = [b for b in backends if b != 'padded'
                or padded_bytes(counts, qkv.element_size()) <= args.padded_limit_mib * 2**20]
-        calls = {b: (lambda b=b: fwd_bwd(b, qkv, grad, offsets, counts)) for b in run}
-        fwds = {b: (lambda b=b: fwd_bwd(b, qkv, grad, offsets, counts, False)) for b in run}
+        calls = {b: (lambda b=b: fwd_bwd(b, qkv, grad, cu_seqlens)) for b in run}
+        fwds = {b: (lambda b=b: fwd_bwd(b, qkv, grad, cu_seqlens, False)) for b in run}
         mem = {b: peak_bytes(calls[b], args.device) / 2**20 for b in run}
         with torch.no_grad():
             t_fwd = interleaved_ms(fwds, args.device, args.iters, args.warmup)

@@ -5,11 +5,13 @@ blends a LayerNorm into it, ``lam * LN(x) + (1 - lam) * RepBN(x)``, with ``lam``
 to 0 over ``total_step`` training steps after ``warm`` LayerNorm-only steps; in eval mode it is
 RepBN alone, which :func:`switch_to_deploy` folds into one plain BatchNorm (exactly).
 
-The counters are int64 buffers named as in the official checkpoints (``warm``, ``iter``,
-``total_step``). By default a module advances its own counters once per training forward, as
-the official code does; :class:`mmattn.engine.PRepBNHook` instead sets them from the runner's
-iteration before every training step (``self_step = False``), so gradient checkpointing,
-gradient accumulation and resuming do not shift the schedule.
+The counters (``warm``, ``iter``, ``total_step``) are Python ints, so that a training step
+reads no tensor from the device; they are still saved in and loaded from the state_dict as the
+0-d int64 entries of the official checkpoints (state_dict hooks). By default a module advances
+its own counters once per training forward, as the official code does;
+:class:`mmattn.engine.PRepBNHook` instead sets them from the runner's iteration before every
+training step (``self_step = False``), so gradient checkpointing, gradient accumulation and
+resuming do not shift the schedule.
 """
 from typing import Optional
 
@@ -17,6 +19,9 @@ import torch
 import torch.nn as nn
 
 __all__ = ['RepBN', 'LinearNorm', 'TokenBatchNorm', 'switch_to_deploy']
+
+# schedule counters, saved in the state_dict under these names (official checkpoint layout)
+_COUNTERS = ('warm', 'iter', 'total_step')
 
 
 class TokenBatchNorm(nn.BatchNorm1d):
@@ -75,51 +80,71 @@ class LinearNorm(nn.Module):
         super().__init__()
         if step <= 0:
             raise ValueError(f'LinearNorm: step must be positive, got {step}')
-        self.register_buffer('warm', torch.tensor(int(warm), dtype=torch.long))
-        self.register_buffer('iter', torch.tensor(int(step), dtype=torch.long))
-        self.register_buffer('total_step', torch.tensor(int(step), dtype=torch.long))
+        self.warm, self.iter, self.total_step = int(warm), int(step), int(step)
         self.r0 = float(r0)
         self.self_step = True
         self.norm1 = nn.LayerNorm(dim, eps=ln_eps)
         self.norm2 = RepBN(dim)
+        self.register_state_dict_post_hook(LinearNorm._save_counters)
+        self.register_load_state_dict_pre_hook(LinearNorm._load_counters)
 
     @property
     def lam(self) -> float:
         """Current weight of the LayerNorm branch in training mode (1 during warm-up)."""
-        if int(self.warm) > 0:
+        if self.warm > 0:
             return 1.0
-        return self.r0 * int(self.iter) / int(self.total_step)
+        return self.r0 * self.iter / self.total_step
 
-    @torch.no_grad()
     def set_step(self, step: int, warmup: Optional[int] = None,
                  total: Optional[int] = None) -> None:
         """Put the counters where ``step`` training forwards from a fresh start leave them."""
-        total = int(self.total_step) if total is None else int(total)
+        total = self.total_step if total is None else int(total)
         warmup = 0 if warmup is None else int(warmup)
+        step = int(step)
         if total <= 0 or warmup < 0 or step < 0:
             raise ValueError(
                 f'LinearNorm.set_step: bad step={step}, warmup={warmup}, total={total}')
-        self.total_step.fill_(total)
-        self.warm.fill_(max(warmup - step, 0))
-        self.iter.fill_(min(max(total - max(step - warmup, 0), 0), total))
+        self.total_step = total
+        self.warm = max(warmup - step, 0)
+        self.iter = min(max(total - max(step - warmup, 0), 0), total)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training:
             return self.norm2(x)
-        if int(self.warm) > 0:
+        if self.warm > 0:
             if self.self_step:
-                self.warm.sub_(1)
+                self.warm -= 1
             return self.norm1(x)
-        lam = self.r0 * int(self.iter) / int(self.total_step)
-        if self.self_step and int(self.iter) > 0:
-            self.iter.sub_(1)
+        lam = self.r0 * self.iter / self.total_step
+        if self.self_step and self.iter > 0:
+            self.iter -= 1
         if lam == 0.0:
             return self.norm2(x)
         return lam * self.norm1(x) + (1.0 - lam) * self.norm2(x)
 
     def extra_repr(self) -> str:
-        return (f'warm={int(self.warm)}, iter={int(self.iter)}, total_step={int(self.total_step)}, '
+        return (f'warm={self.warm}, iter={self.iter}, total_step={self.total_step}, '
                 f'r0={self.r0}')
+
+    def _save_counters(self, state_dict: dict, prefix: str, local_metadata: dict) -> None:
+        device = self.norm1.weight.device
+        if device.type == 'meta':
+            device = torch.device('cpu')
+        for name in _COUNTERS:
+            state_dict[prefix + name] = torch.tensor(getattr(self, name), dtype=torch.long,
+                                                     device=device)
+
+    def _load_counters(self, state_dict: dict, prefix: str, local_metadata: dict, strict: bool,
+                       missing_keys: list, unexpected_keys: list, error_msgs: list) -> None:
+        for name in _COUNTERS:
+            value = state_dict.pop(prefix + name, None)
+            if value is None:
+                missing_keys.append(prefix + name)
+            elif not isinstance(value, torch.Tensor) or value.numel() != 1:
+                error_msgs.append(f'{prefix}{name}: expected a one-element counter, got '
+                                  f'{getattr(value, "shape", type(value).__name__)}')
+            else:
+                setattr(self, name, int(value))
 
 
 def switch_to_deploy(model: nn.Module) -> nn.Module:

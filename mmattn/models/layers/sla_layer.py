@@ -34,20 +34,21 @@ class SLALayer(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim, bias=False)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x: torch.Tensor, offsets: torch.Tensor, counts: torch.Tensor,
+    def forward(self, x: torch.Tensor, cu_seqlens: torch.Tensor,
                 batch_win_inds: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """``x (N, C)`` sorted by window, int64 ``offsets, counts (M,)`` -> ``(N, C)``.
+        """``x (N, C)`` sorted by window, window offsets ``cu_seqlens (M + 1,)`` -> ``(N, C)``.
 
-        ``batch_win_inds (N,)`` (the window of every row, as the official call passes it) is
-        accepted for API compatibility; the windows are fully described by offsets/counts.
+        ``cu_seqlens`` follows the varlen convention (window ``w`` is rows
+        ``[cu_seqlens[w], cu_seqlens[w + 1])``; the official call's ``offsets, counts`` give it
+        through :func:`mmattn.ops.sla.cu_seqlens_from_counts`). ``batch_win_inds (N,)`` (the
+        window of every row, as the official call passes it) is accepted for API compatibility.
         """
         n, c = x.shape
         if batch_win_inds is not None and batch_win_inds.shape != (n, ):
             raise ValueError(f'SLALayer: batch_win_inds {tuple(batch_win_inds.shape)} does not '
                              f'match x {tuple(x.shape)}')
         q, k, v = self.qkv(x).view(n, 3, self.num_heads, c // self.num_heads).unbind(1)
-        y = scattered_linear_attention(q, k, v, offsets, counts, backend=self.backend,
-                                       eps=self.eps)
+        y = scattered_linear_attention(q, k, v, cu_seqlens, backend=self.backend, eps=self.eps)
         return self.proj(y.reshape(n, c))
 
     def extra_repr(self) -> str:

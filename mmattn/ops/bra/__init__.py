@@ -6,30 +6,63 @@ One public function, :func:`bra_attention`, with a backend switch:
 * ``'torch'``: memory-lean PyTorch, chunked over query regions with recompute in backward (CPU).
 * ``'triton'``: fused Triton kernels, K/V read by index with an online softmax (CUDA; on CPU only
   under ``TRITON_INTERPRET=1``).
-* ``'auto'``: ``'triton'`` for CUDA tensors when Triton imports, else ``'torch'``.
+* ``'auto'``: the first of ``'triton'``, ``'torch'`` that can run the tensors
+  (:func:`can_run_triton`: CUDA, fp16 / bf16 / fp32 / fp64, head dims <= 128).
 
 All backends take region-major tensors: ``q (N, R, Lq, Cqk)``, ``k (N, R, Lk, Cqk)``,
 ``v (N, R, Lk, Cv)`` (strided views are fine) and ``r_idx (N, R, topk)`` from :func:`topk_routing`.
+Under ``torch.autocast`` q, k, v are cast to the autocast dtype (as a matmul would be); the op
+then computes in that dtype with fp32 accumulation.
 """
+from typing import Optional
+
 import torch
 from torch import Tensor
 
-from mmattn.ops.dispatch import BACKENDS, resolve_backend
+from mmattn.ops import dispatch
+from mmattn.ops.dispatch import BACKENDS
 
 from .chunked import bra_chunked
 from .reference import bra_reference
 
-try:
+HAS_TRITON = dispatch.triton_available()
+if HAS_TRITON:  # an ImportError from our own kernel module is a bug: let it propagate
     from . import triton as _triton_impl
-    HAS_TRITON = True
-except ImportError:  # triton is an optional dependency (extras 'kernels')
+else:  # triton is an optional dependency (extras 'kernels')
     _triton_impl = None
-    HAS_TRITON = False
+
+_OP = 'bra_attention'
+# largest per-head width of the Triton tiles (one BLOCK_M x head-dim fp32 accumulator per program)
+TRITON_MAX_HEAD_DIM = 128
+TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
-def choose_backend(device: torch.device, backend: str = 'auto') -> str:
-    """The concrete backend ``backend`` resolves to for tensors on ``device``."""
-    return resolve_backend('bra_attention', device, backend, HAS_TRITON)
+def triton_unsupported(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor, num_heads: int,
+                       explicit: bool = False) -> Optional[str]:
+    """Why the Triton backend cannot run these tensors, or ``None`` when it can."""
+    reason = dispatch.triton_common_reason(_OP, q, HAS_TRITON, TRITON_DTYPES, explicit)
+    if reason is not None:
+        return reason
+    dq, dv = q.shape[-1] // num_heads, v.shape[-1] // num_heads
+    if max(dq, dv) > TRITON_MAX_HEAD_DIM:
+        return (f'head dims {dq} (q/k), {dv} (v) of q {tuple(q.shape)}, v {tuple(v.shape)} with '
+                f'num_heads={num_heads}: at most {TRITON_MAX_HEAD_DIM}')
+    return None
+
+
+def can_run_triton(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor, num_heads: int) -> bool:
+    """Whether ``'auto'`` may send these tensors to the Triton kernels."""
+    return triton_unsupported(q, k, v, r_idx, num_heads) is None
+
+
+def choose_backend(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor, num_heads: int,
+                   backend: str = 'auto') -> str:
+    """The concrete backend that runs :func:`bra_attention` on these tensors."""
+    explicit = backend != 'auto'
+    return dispatch.choose_backend(_OP, backend, (
+        ('triton', lambda: triton_unsupported(q, k, v, r_idx, num_heads, explicit)),
+        ('torch', lambda: None),
+        ('reference', lambda: None)))
 
 
 def topk_routing(q_region: Tensor, k_region: Tensor, topk: int, scale: float) -> Tensor:
@@ -59,16 +92,18 @@ def bra_attention(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor, num_heads: int
         q: (N, R, Lq, Cqk) queries; head ``h`` owns channels ``[h * Cqk / m, (h + 1) * Cqk / m)``.
         k: (N, R, Lk, Cqk) keys.
         v: (N, R, Lk, Cv) values.
-        r_idx: (N, R, topk) integer, routed key/value regions per query region; no gradient.
+        r_idx: (N, R, topk) int32 / int64 routed key/value regions per query region, each in
+            ``[0, R)``, ``1 <= topk <= R``; no gradient.
         num_heads: ``m``.
         scale: logit scale applied to ``q``.
         backend: ``'auto'`` | ``'reference'`` | ``'torch'`` | ``'triton'``.
 
     Returns:
-        (N, R, Lq, Cv), same dtype as ``q``.
+        (N, R, Lq, Cv), same dtype as ``q`` (the autocast dtype under ``torch.autocast``).
     """
+    q, k, v = dispatch.autocast_inputs(q, k, v)
     _validate(q, k, v, r_idx, num_heads)
-    chosen = choose_backend(q.device, backend)
+    chosen = choose_backend(q, k, v, r_idx, num_heads, backend)
     if chosen == 'reference':
         return bra_reference(q, k, v, r_idx, num_heads, scale)
     if chosen == 'torch':
@@ -77,25 +112,48 @@ def bra_attention(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor, num_heads: int
 
 
 def _validate(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor, num_heads: int) -> None:
+    """Shapes, dtypes and devices (metadata, free); the range of ``r_idx`` without a host sync
+    (a device-side assert; a readable message with the values under debug checks)."""
     if q.dim() != 4 or k.dim() != 4 or v.dim() != 4 or r_idx.dim() != 3:
-        raise ValueError('bra_attention: expected q, k, v of shape (N, R, L, C) and r_idx '
+        raise ValueError(f'{_OP}: expected q, k, v of shape (N, R, L, C) and r_idx '
                          f'(N, R, topk); got {tuple(q.shape)}, {tuple(k.shape)}, '
                          f'{tuple(v.shape)}, {tuple(r_idx.shape)}')
     n, r, _, cqk = q.shape
     if k.shape[:2] != (n, r) or v.shape[:3] != k.shape[:3] or k.shape[-1] != cqk:
-        raise ValueError(f'bra_attention: inconsistent shapes q {tuple(q.shape)}, '
+        raise ValueError(f'{_OP}: inconsistent shapes q {tuple(q.shape)}, '
                          f'k {tuple(k.shape)}, v {tuple(v.shape)}')
     if r_idx.shape[:2] != (n, r):
-        raise ValueError(f'bra_attention: r_idx {tuple(r_idx.shape)} does not match q '
+        raise ValueError(f'{_OP}: r_idx {tuple(r_idx.shape)} does not match q '
                          f'{tuple(q.shape)} in (N, R)')
+    topk = r_idx.shape[-1]
+    if not 1 <= topk <= r:
+        raise ValueError(f'{_OP}: topk={topk} (last dim of r_idx {tuple(r_idx.shape)}) must be '
+                         f'in [1, {r}] (number of regions)')
     if cqk % num_heads or v.shape[-1] % num_heads:
-        raise ValueError(f'bra_attention: channels {cqk} (q/k) and {v.shape[-1]} (v) must be '
+        raise ValueError(f'{_OP}: channels {cqk} (q/k) and {v.shape[-1]} (v) must be '
                          f'divisible by num_heads={num_heads}')
-    if r_idx.dtype.is_floating_point:
-        raise TypeError(f'bra_attention: r_idx must be an integer tensor, got {r_idx.dtype}')
-    if not (q.dtype == k.dtype == v.dtype):
-        raise TypeError(f'bra_attention: q, k, v dtypes differ: {q.dtype}, {k.dtype}, {v.dtype}')
+    if r_idx.dtype not in (torch.int32, torch.int64):
+        raise TypeError(f'{_OP}: r_idx must be an int32 / int64 tensor of region indices, '
+                        f'got {r_idx.dtype}')
+    if not (q.dtype == k.dtype == v.dtype) or not q.dtype.is_floating_point:
+        raise TypeError(f'{_OP}: q, k, v must share one floating dtype; got {q.dtype}, '
+                        f'{k.dtype}, {v.dtype}')
+    if not (q.device == k.device == v.device == r_idx.device):
+        raise ValueError(f'{_OP}: q, k, v, r_idx must be on one device; got {q.device}, '
+                         f'{k.device}, {v.device}, {r_idx.device}')
+    if r_idx.numel() == 0:
+        return
+    if dispatch.debug_checks():
+        lo, hi = (int(x) for x in torch.aminmax(r_idx))
+        if lo < 0 or hi >= r:
+            raise ValueError(f'{_OP}: r_idx {tuple(r_idx.shape)} holds values in [{lo}, {hi}], '
+                             f'outside [0, {r}) (number of regions)')
+    else:
+        lo, hi = torch.aminmax(r_idx)
+        dispatch.assert_async((lo >= 0) & (hi < r),
+                              f'{_OP}: r_idx {tuple(r_idx.shape)} holds values outside [0, {r}) '
+                              '(number of regions); MMATTN_DEBUG_OPS=1 shows them')
 
 
 __all__ = ['BACKENDS', 'HAS_TRITON', 'bra_attention', 'bra_chunked', 'bra_reference',
-           'choose_backend', 'topk_routing']
+           'can_run_triton', 'choose_backend', 'topk_routing', 'triton_unsupported']

@@ -15,6 +15,8 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
+from mmattn.ops.dispatch import autocast_function
+
 # Default budget for one chunk's logits, in elements (4 MiB in fp32; backward holds ~4 such).
 CHUNK_ELEMS = 1 << 20
 
@@ -103,10 +105,14 @@ class _ChunkedBRA(torch.autograd.Function):
                 _heads_last(dv, n, r).to(vh.dtype), None, None, None, None)
 
 
+_AUTOCAST_FUNCTIONS = {d: autocast_function(_ChunkedBRA, d) for d in ('cpu', 'cuda')}
+
+
 def bra_chunked(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor, num_heads: int, scale: float,
                 chunk_elems: int = CHUNK_ELEMS) -> Tensor:
     """Memory-lean BRA; arguments and result as :func:`~mmattn.ops.bra.reference.bra_reference`.
 
     ``chunk_elems`` bounds the number of logits materialised at once (per chunk of query regions).
     """
-    return _ChunkedBRA.apply(q, k, v, r_idx, num_heads, scale, chunk_elems)
+    fn = _AUTOCAST_FUNCTIONS.get(q.device.type, _ChunkedBRA)
+    return fn.apply(q, k, v, r_idx, num_heads, scale, chunk_elems)

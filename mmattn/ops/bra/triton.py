@@ -18,7 +18,6 @@ Inputs may be strided views (e.g. slices of one qkv projection); head ``h`` owns
 reference to ~1e-6; fp16/bf16 inputs are multiplied in their own dtype with fp32 accumulation;
 fp64 accumulates in fp64 (for gradcheck).
 """
-import os
 from typing import Optional, Tuple
 
 import torch
@@ -26,14 +25,12 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from mmattn.ops.dispatch import interpreting
+
 
 def _empty(shape, dtype: torch.dtype, device: torch.device) -> Tensor:
     """Allocation of kernel outputs (tests poison it with NaN to catch missed writes)."""
     return torch.empty(shape, dtype=dtype, device=device)
-
-
-def interpreting() -> bool:
-    return os.environ.get('TRITON_INTERPRET', '0') == '1'
 
 
 @triton.jit
@@ -234,21 +231,6 @@ def _strides(x: Tensor) -> Tuple[int, ...]:
     return tuple(x.stride())
 
 
-def _check(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor, num_heads: int) -> None:
-    if q.device.type != 'cuda' and not interpreting():
-        raise RuntimeError(
-            f"bra_attention(backend='triton') got {q.device.type} tensors: the Triton kernels need "
-            "a CUDA device, or TRITON_INTERPRET=1 set before mmattn.ops is imported (CPU "
-            "interpreter, slow; for tests). Use backend='torch' on CPU.")
-    if q.dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
-        raise TypeError(f'bra_attention: unsupported dtype {q.dtype}')
-    if q.dtype == torch.bfloat16 and interpreting():
-        raise TypeError('bra_attention: bf16 is wrong under TRITON_INTERPRET=1 (interpreter '
-                        'limitation); test bf16 on a GPU')
-    if r_idx.dtype not in (torch.int32, torch.int64):
-        raise TypeError(f'bra_attention: r_idx must be int32/int64, got {r_idx.dtype}')
-
-
 def _inverse_routing(r_idx: Tensor) -> Tuple[Tensor, Tensor]:
     """CSR of the routing graph by key/value region: for each (image-major) kv region, the
     (image-major) query regions that routed to it. Returns ``ptr`` (N R + 1,) and ``qlist``."""
@@ -257,7 +239,8 @@ def _inverse_routing(r_idx: Tensor) -> Tuple[Tensor, Tensor]:
     kv = (r_idx.long() + base).reshape(-1)
     qs = torch.arange(n * r, device=r_idx.device).repeat_interleave(topk)
     order = torch.argsort(kv, stable=True)
-    counts = torch.bincount(kv, minlength=n * r)
+    counts = torch.zeros(n * r, dtype=torch.int64, device=r_idx.device).index_add_(
+        0, kv, torch.ones_like(kv))  # bincount would sync with the host on CUDA
     ptr = torch.zeros(n * r + 1, dtype=torch.int32, device=r_idx.device)
     ptr[1:] = torch.cumsum(counts, 0)
     return ptr, qs[order].to(torch.int32).contiguous()
@@ -309,9 +292,12 @@ def bra_triton_backward(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor, out: Ten
 
 class BRATritonFunction(torch.autograd.Function):
     """autograd wrapper: saves ``q, k, v, r_idx``, the output and the log-sum-exp; recomputes the
-    attention weights in backward. ``r_idx`` gets no gradient (routing is detached)."""
+    attention weights in backward. ``r_idx`` gets no gradient (routing is detached). Under CUDA
+    autocast the kernels run in the dtype of ``q, k, v`` (fp32 accumulation); backward runs with
+    the forward's autocast state (``custom_fwd`` / ``custom_bwd``)."""
 
     @staticmethod
+    @torch.amp.custom_fwd(device_type='cuda')
     def forward(ctx, q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor, num_heads: int,
                 scale: float) -> Tensor:
         out, lse = bra_triton_forward(q, k, v, r_idx, num_heads, scale)
@@ -320,6 +306,7 @@ class BRATritonFunction(torch.autograd.Function):
         return out
 
     @staticmethod
+    @torch.amp.custom_bwd(device_type='cuda')
     def backward(ctx, dout: Tensor) -> Tuple[Optional[Tensor], ...]:
         q, k, v, r_idx, out, lse = ctx.saved_tensors
         num_heads, scale = ctx.cfg
@@ -330,6 +317,7 @@ class BRATritonFunction(torch.autograd.Function):
 
 def bra_triton(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor, num_heads: int,
                scale: float) -> Tensor:
-    """Fused BRA; arguments and result as :func:`~mmattn.ops.bra.reference.bra_reference`."""
-    _check(q, k, v, r_idx, num_heads)
+    """Fused BRA; arguments and result as :func:`~mmattn.ops.bra.reference.bra_reference`.
+
+    Inputs are checked by :func:`mmattn.ops.bra.bra_attention` (``triton_unsupported``)."""
     return BRATritonFunction.apply(q, k, v, r_idx, num_heads, scale)

@@ -7,85 +7,128 @@ One public function, :func:`scattered_linear_attention`, with a backend switch:
 * ``'triton'``: Triton kernels that split long windows across programs (two-pass deterministic
   state reduction, fused normaliser) with a recomputing backward (CUDA; on CPU only under
   ``TRITON_INTERPRET=1``).
-* ``'auto'``: ``'triton'`` for CUDA tensors when Triton imports, else ``'torch'``.
+* ``'auto'``: the first of ``'triton'``, ``'torch'`` that can run the tensors
+  (:func:`can_run_triton`: CUDA, fp16 / bf16 / fp32 / fp64, head dim a power of two in [16, 128]).
 
-All backends take window-sorted rows ``q, k, v (N, H, D)`` and int64 ``offsets, counts (M,)``
-(``offsets`` is the exclusive cumsum of ``counts``; a window may be empty). Per window ``w`` and
-head: ``S_w = sum_j relu(k_j)^T v_j``, ``z_w = sum_j relu(k_j)`` and
-``out_i = (relu(q_i) S_w) / (relu(q_i) . z_w + eps)``; no scale, v is not passed through ReLU,
-fp32 accumulation, output in the input dtype.
+All backends take window-sorted rows ``q, k, v (N, H, D)`` and one offsets tensor
+``cu_seqlens (M + 1,)`` (the varlen convention of flash-attention / fla: window ``w`` is rows
+``[cu_seqlens[w], cu_seqlens[w + 1])``, ``cu_seqlens[0] = 0``, ``cu_seqlens[-1] = N``; a window may
+be empty). Per window ``w`` and head: ``S_w = sum_j relu(k_j)^T v_j``, ``z_w = sum_j relu(k_j)``
+and ``out_i = (relu(q_i) S_w) / (relu(q_i) . z_w + eps)``; no scale, v is not passed through ReLU,
+fp32 accumulation, output in the input dtype. No backend syncs with the host: the offsets are
+checked by a device-side assert (in full, with the values, under ``MMATTN_DEBUG_OPS=1``). Under
+``torch.autocast`` q, k, v are cast to the autocast dtype (as a matmul would be).
 """
+from typing import Optional
+
 import torch
 from torch import Tensor
 
-from mmattn.ops.dispatch import BACKENDS, resolve_backend
+from mmattn.ops import dispatch
+from mmattn.ops.dispatch import BACKENDS
 
 from .chunked import sla_chunked
 from .reference import sla_reference, window_ids
 
-try:
+HAS_TRITON = dispatch.triton_available()
+if HAS_TRITON:  # an ImportError from our own kernel module is a bug: let it propagate
     from . import triton as _triton_impl
-    HAS_TRITON = True
-except ImportError:  # triton is an optional dependency (extras 'kernels')
+else:  # triton is an optional dependency (extras 'kernels')
     _triton_impl = None
-    HAS_TRITON = False
+
+_OP = 'scattered_linear_attention'
+TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
-def choose_backend(device: torch.device, backend: str = 'auto') -> str:
-    """The concrete backend ``backend`` resolves to for tensors on ``device``."""
-    return resolve_backend('scattered_linear_attention', device, backend, HAS_TRITON)
+def cu_seqlens_from_counts(counts: Tensor) -> Tensor:
+    """``(M + 1,)`` int64 window offsets ``[0, c0, c0 + c1, ...]`` from rows per window ``(M,)``."""
+    cu = torch.zeros(counts.numel() + 1, dtype=torch.int64, device=counts.device)
+    torch.cumsum(counts, 0, out=cu[1:])
+    return cu
 
 
-def scattered_linear_attention(q: Tensor, k: Tensor, v: Tensor, offsets: Tensor, counts: Tensor,
+def triton_unsupported(q: Tensor, k: Tensor, v: Tensor, explicit: bool = False) -> Optional[str]:
+    """Why the Triton backend cannot run these tensors, or ``None`` when it can."""
+    reason = dispatch.triton_common_reason(_OP, q, HAS_TRITON, TRITON_DTYPES, explicit)
+    if reason is not None:
+        return reason
+    d = q.shape[-1]
+    if d < 16 or d > 128 or d & (d - 1):
+        return (f'head dim D={d} of q, k, v (N, H, D)={tuple(q.shape)} must be a power of two in '
+                '[16, 128] (Triton tile shapes)')
+    return None
+
+
+def can_run_triton(q: Tensor, k: Tensor, v: Tensor) -> bool:
+    """Whether ``'auto'`` may send these tensors to the Triton kernels."""
+    return triton_unsupported(q, k, v) is None
+
+
+def choose_backend(q: Tensor, k: Tensor, v: Tensor, backend: str = 'auto') -> str:
+    """The concrete backend that runs :func:`scattered_linear_attention` on these tensors."""
+    explicit = backend != 'auto'
+    return dispatch.choose_backend(_OP, backend, (
+        ('triton', lambda: triton_unsupported(q, k, v, explicit)),
+        ('torch', lambda: None),
+        ('reference', lambda: None)))
+
+
+def scattered_linear_attention(q: Tensor, k: Tensor, v: Tensor, cu_seqlens: Tensor,
                                backend: str = 'auto', eps: float = 1e-6) -> Tensor:
     """ReLU linear attention of every row over the rows of its window.
 
     Args:
         q, k, v: (N, H, D) floating tensors, rows sorted by window (strided views are fine).
-        offsets: (M,) int64, first row of each window (exclusive cumsum of ``counts``).
-        counts: (M,) int64, rows per window (``>= 0``, summing to N).
+        cu_seqlens: (M + 1,) int32 / int64 window offsets, non-decreasing from 0 to N (see the
+            module docstring; :func:`cu_seqlens_from_counts` builds it from rows per window).
         backend: ``'auto'`` | ``'reference'`` | ``'torch'`` | ``'triton'``.
         eps: added to the normaliser.
 
     Returns:
-        (N, H, D), same dtype as ``q``.
+        (N, H, D), same dtype as ``q`` (the autocast dtype under ``torch.autocast``).
     """
-    _validate(q, k, v, offsets, counts)
-    chosen = choose_backend(q.device, backend)
+    q, k, v = dispatch.autocast_inputs(q, k, v)
+    _validate(q, k, v, cu_seqlens)
+    chosen = choose_backend(q, k, v, backend)
     if chosen == 'reference':
-        return sla_reference(q, k, v, offsets, counts, eps)
+        return sla_reference(q, k, v, cu_seqlens, eps)
     if chosen == 'torch':
-        return sla_chunked(q, k, v, offsets, counts, eps)
-    return _triton_impl.sla_triton(q, k, v, offsets, counts, eps)
+        return sla_chunked(q, k, v, cu_seqlens, eps)
+    return _triton_impl.sla_triton(q, k, v, cu_seqlens, eps)
 
 
-def _validate(q: Tensor, k: Tensor, v: Tensor, offsets: Tensor, counts: Tensor) -> None:
-    name = 'scattered_linear_attention'
+def _validate(q: Tensor, k: Tensor, v: Tensor, cu_seqlens: Tensor) -> None:
+    """Shapes, dtypes and devices (metadata, free); the offsets' values without a host sync."""
     if q.dim() != 3 or q.shape != k.shape or q.shape != v.shape:
-        raise ValueError(f'{name}: expected q, k, v of one shape (N, H, D); got '
+        raise ValueError(f'{_OP}: expected q, k, v of one shape (N, H, D); got '
                          f'{tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}')
     if not q.dtype.is_floating_point or not (q.dtype == k.dtype == v.dtype):
-        raise TypeError(f'{name}: q, k, v must share one floating dtype; got {q.dtype}, '
+        raise TypeError(f'{_OP}: q, k, v must share one floating dtype; got {q.dtype}, '
                         f'{k.dtype}, {v.dtype}')
-    if offsets.dim() != 1 or offsets.shape != counts.shape:
-        raise ValueError(f'{name}: expected offsets and counts of shape (M,); got '
-                         f'{tuple(offsets.shape)}, {tuple(counts.shape)}')
-    if offsets.dtype != torch.int64 or counts.dtype != torch.int64:
-        raise TypeError(f'{name}: offsets and counts must be int64; got {offsets.dtype}, '
-                        f'{counts.dtype}')
-    if not (q.device == k.device == v.device == offsets.device == counts.device):
-        raise ValueError(f'{name}: q, k, v, offsets, counts must be on one device; got '
-                         f'{q.device}, {k.device}, {v.device}, {offsets.device}, {counts.device}')
+    if cu_seqlens.dim() != 1 or cu_seqlens.numel() < 1:
+        raise ValueError(f'{_OP}: expected cu_seqlens of shape (M + 1,) (window offsets, '
+                         f'M >= 0 windows); got {tuple(cu_seqlens.shape)}')
+    if cu_seqlens.dtype not in (torch.int32, torch.int64):
+        raise TypeError(f'{_OP}: cu_seqlens must be int32 / int64, got {cu_seqlens.dtype}')
+    if not (q.device == k.device == v.device == cu_seqlens.device):
+        raise ValueError(f'{_OP}: q, k, v, cu_seqlens must be on one device; got {q.device}, '
+                         f'{k.device}, {v.device}, {cu_seqlens.device}')
     n = q.shape[0]
-    if counts.numel() and bool((counts < 0).any()):
-        raise ValueError(f'{name}: counts must be >= 0')
-    total = int(counts.sum()) if counts.numel() else 0
-    if total != n:
-        raise ValueError(f'{name}: counts sum to {total} but q, k, v have N={n} rows')
-    if counts.numel() and not torch.equal(offsets, torch.cumsum(counts, 0) - counts):
-        raise ValueError(f'{name}: offsets must be the exclusive cumsum of counts (rows sorted '
-                         'by window)')
+    rule = (f'{_OP}: cu_seqlens {tuple(cu_seqlens.shape)} must rise from 0 to N={n} (rows of '
+            'q, k, v), never decreasing (rows sorted by window)')
+    if dispatch.debug_checks():
+        first, last = int(cu_seqlens[0]), int(cu_seqlens[-1])
+        bad = (cu_seqlens[1:] < cu_seqlens[:-1]).nonzero().flatten().tolist()
+        if first != 0 or last != n or bad:
+            raise ValueError(f'{rule}; got cu_seqlens[0]={first}, cu_seqlens[-1]={last}, '
+                             f'decreasing after windows {bad[:8]}')
+    else:
+        ok = (cu_seqlens[0] == 0) & (cu_seqlens[-1] == n)
+        if cu_seqlens.numel() > 1:
+            ok = ok & (cu_seqlens[1:] >= cu_seqlens[:-1]).all()
+        dispatch.assert_async(ok, f'{rule}; MMATTN_DEBUG_OPS=1 shows the values')
 
 
-__all__ = ['BACKENDS', 'HAS_TRITON', 'choose_backend', 'scattered_linear_attention',
-           'sla_chunked', 'sla_reference', 'window_ids']
+__all__ = ['BACKENDS', 'HAS_TRITON', 'can_run_triton', 'choose_backend', 'cu_seqlens_from_counts',
+           'scattered_linear_attention', 'sla_chunked', 'sla_reference', 'triton_unsupported',
+           'window_ids']

@@ -13,6 +13,8 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
+from mmattn.ops.dispatch import autocast_function
+
 from .reference import acc_dtype, window_ids
 
 # Default budget for one chunk's outer products, in elements (8 MiB in fp32).
@@ -50,11 +52,11 @@ def _window_state(k: Tensor, v: Tensor, win: Tensor, m: int, step: int,
 class _ChunkedSLA(torch.autograd.Function):
 
     @staticmethod
-    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, offsets: Tensor, counts: Tensor,
-                eps: float, chunk_elems: int) -> Tensor:
+    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, cu_seqlens: Tensor, eps: float,
+                chunk_elems: int) -> Tensor:
         n, h, d = q.shape
-        m, acc = counts.numel(), acc_dtype(q.dtype)
-        win = window_ids(offsets, counts, n)
+        m, acc = cu_seqlens.numel() - 1, acc_dtype(q.dtype)
+        win = window_ids(cu_seqlens, n)
         step = _chunk_rows(n, h, d, chunk_elems)
         state, ksum = _window_state(k, v, win, m, step, acc)
         out = _empty((n, h, d), q.dtype, q.device)
@@ -89,7 +91,8 @@ class _ChunkedSLA(torch.autograd.Function):
             dnum = g / den  # d L / d (relu(q) S)
             dden = -(g * out).sum(-1, keepdim=True) / den  # d L / d (relu(q) . z)
             dqf = _rowvec_mat(dnum, st.transpose(-1, -2)) + dden * z
-            dq[s:s + step] = (dqf * (qs > 0)).to(q.dtype)
+            # relu's backward: zero where the input is <= 0 (a NaN input passes its gradient)
+            dq[s:s + step] = torch.where(qs <= 0, 0., dqf).to(q.dtype)
             dstate.index_add_(0, w, qf.unsqueeze(-1) * dnum.unsqueeze(-2))
             dksum.index_add_(0, w, dden * qf)
         del state, ksum
@@ -100,16 +103,20 @@ class _ChunkedSLA(torch.autograd.Function):
             ks = k[s:s + step]
             ds = dstate[w]
             dkf = _rowvec_mat(v[s:s + step].to(acc), ds.transpose(-1, -2)) + dksum[w]
-            dk[s:s + step] = (dkf * (ks > 0)).to(k.dtype)
+            dk[s:s + step] = torch.where(ks <= 0, 0., dkf).to(k.dtype)
             dv[s:s + step] = _rowvec_mat(torch.relu(ks.to(acc)), ds).to(v.dtype)
-        return dq, dk, dv, None, None, None, None
+        return dq, dk, dv, None, None, None
 
 
-def sla_chunked(q: Tensor, k: Tensor, v: Tensor, offsets: Tensor, counts: Tensor,
-                eps: float = 1e-6, chunk_elems: int = CHUNK_ELEMS) -> Tensor:
+_AUTOCAST_FUNCTIONS = {d: autocast_function(_ChunkedSLA, d) for d in ('cpu', 'cuda')}
+
+
+def sla_chunked(q: Tensor, k: Tensor, v: Tensor, cu_seqlens: Tensor, eps: float = 1e-6,
+                chunk_elems: int = CHUNK_ELEMS) -> Tensor:
     """Memory-bounded SLA; arguments and result as :func:`~mmattn.ops.sla.reference.sla_reference`.
 
     ``chunk_elems`` bounds the per-row outer products materialised at once (rows per chunk =
     ``chunk_elems // (H * D * D)``, at least 1).
     """
-    return _ChunkedSLA.apply(q, k, v, offsets, counts, eps, chunk_elems)
+    fn = _AUTOCAST_FUNCTIONS.get(q.device.type, _ChunkedSLA)
+    return fn.apply(q, k, v, cu_seqlens, eps, chunk_elems)

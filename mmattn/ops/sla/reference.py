@@ -15,20 +15,22 @@ def acc_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def window_ids(offsets: Tensor, counts: Tensor, num_rows: int) -> Tensor:
-    """(N,) int64 window of each row, from the per-window ``counts`` (rows sorted by window)."""
+def window_ids(cu_seqlens: Tensor, num_rows: int) -> Tensor:
+    """(N,) int64 window of each row, from the window offsets ``cu_seqlens (M + 1,)`` (rows sorted
+    by window); no host sync."""
+    counts = (cu_seqlens[1:] - cu_seqlens[:-1]).long()
     return torch.repeat_interleave(torch.arange(counts.numel(), device=counts.device), counts,
                                    output_size=num_rows)
 
 
-def sla_reference(q: Tensor, k: Tensor, v: Tensor, offsets: Tensor, counts: Tensor,
+def sla_reference(q: Tensor, k: Tensor, v: Tensor, cu_seqlens: Tensor,
                   eps: float = 1e-6) -> Tensor:
     """Softmax-free attention of every row over the rows of its window.
 
     Args:
         q, k, v: (N, H, D) rows sorted by window.
-        offsets: (M,) int64 first row of each window (exclusive cumsum of ``counts``).
-        counts: (M,) int64 rows per window (may be 0).
+        cu_seqlens: (M + 1,) int window offsets: window ``w`` is rows
+            ``[cu_seqlens[w], cu_seqlens[w + 1])`` (may be empty); ``cu_seqlens[-1] = N``.
         eps: added to the normaliser ``relu(q) . z``.
 
     Returns:
@@ -36,9 +38,9 @@ def sla_reference(q: Tensor, k: Tensor, v: Tensor, offsets: Tensor, counts: Tens
     """
     n, h, d = q.shape
     acc = acc_dtype(q.dtype)
-    win = window_ids(offsets, counts, n)
+    win = window_ids(cu_seqlens, n)
     qf, kf, vf = torch.relu(q.to(acc)), torch.relu(k.to(acc)), v.to(acc)
-    m = counts.numel()
+    m = cu_seqlens.numel() - 1
     state = torch.zeros(m, h, d, d, dtype=acc, device=q.device).index_add(
         0, win, kf[..., :, None] * vf[..., None, :])  # (M, H, D, D)
     ksum = torch.zeros(m, h, d, dtype=acc, device=q.device).index_add(0, win, kf)  # (M, H, D)

@@ -25,13 +25,14 @@ are done in the input dtype with fp32 accumulation (IEEE fp32, no TF32, for fp32
 states, normaliser and every product with a state are fp32 (fp64 for fp64 inputs, for
 gradcheck). The output and gradients are in the input dtype.
 """
-import os
 from typing import Optional, Tuple
 
 import torch
 import triton
 import triton.language as tl
 from torch import Tensor
+
+from mmattn.ops.dispatch import interpreting
 
 # Rows per chunk (one program per chunk and head).
 BLOCK_N = 64
@@ -42,8 +43,10 @@ def _empty(shape, dtype: torch.dtype, device: torch.device) -> Tensor:
     return torch.empty(shape, dtype=dtype, device=device)
 
 
-def interpreting() -> bool:
-    return os.environ.get('TRITON_INTERPRET', '0') == '1'
+@triton.jit
+def _relu(x):
+    """max(x, 0) with NaN kept (``torch.relu``'s semantics; a plain max drops NaN)."""
+    return tl.maximum(x, 0., propagate_nan=tl.PropagateNan.ALL)
 
 
 @triton.jit
@@ -59,7 +62,7 @@ def _sla_partial_state_kernel(
     offs_d = tl.arange(0, D)
     k = tl.load(K + rows[:, None] * sk_n + h * sk_h + offs_d[None, :] * sk_d, mask=mask, other=0.)
     v = tl.load(V + rows[:, None] * sv_n + h * sv_h + offs_d[None, :] * sv_d, mask=mask, other=0.)
-    k = tl.maximum(k, 0.).to(v.dtype)
+    k = _relu(k).to(v.dtype)
     s = tl.dot(tl.trans(k), v, input_precision=PREC, out_dtype=ACC)  # (D, D)
     z = tl.sum(k.to(ACC), 0)  # (D,)
     base = P + (c * NH + h) * (D * D + D)
@@ -98,7 +101,7 @@ def _sla_fwd_kernel(
     s = tl.load(base + offs_d[:, None] * D + offs_d[None, :])  # (D, D) in ACC
     z = tl.load(base + D * D + offs_d)
     q = tl.load(Q + rows[:, None] * sq_n + h * sq_h + offs_d[None, :] * sq_d, mask=mask, other=0.)
-    qf = tl.maximum(q.to(ACC), 0.)
+    qf = _relu(q.to(ACC))
     num = tl.dot(qf, s, input_precision='ieee', out_dtype=ACC)
     den = tl.sum(qf * z[None, :], 1) + eps
     out = num / den[:, None]
@@ -124,14 +127,14 @@ def _sla_bwd_dq_kernel(
     q = tl.load(Q + rows[:, None] * sq_n + h * sq_h + offs_d[None, :] * sq_d, mask=mask, other=0.)
     g = tl.load(DO + rows[:, None] * sg_n + h * sg_h + offs_d[None, :] * sg_d, mask=mask,
                 other=0.).to(ACC)
-    qf = tl.maximum(q.to(ACC), 0.)
+    qf = _relu(q.to(ACC))
     den = tl.sum(qf * z[None, :], 1) + eps
     out = tl.dot(qf, s, input_precision='ieee', out_dtype=ACC) / den[:, None]
     dnum = g / den[:, None]  # dL / d(relu(q) S)
     dden = -tl.sum(g * out, 1) / den  # dL / d(relu(q) . z)
     dqf = (tl.dot(dnum, tl.trans(s), input_precision='ieee', out_dtype=ACC)
            + dden[:, None] * z[None, :])
-    dq = tl.where(q > 0, dqf, 0.)
+    dq = tl.where(q <= 0, 0., dqf)  # relu's backward: NaN passes
     tl.store(DQ + rows[:, None] * sdq_n + h * sdq_h + offs_d[None, :] * sdq_d,
              dq.to(DQ.dtype.element_ty), mask=mask)
     ds = tl.dot(tl.trans(qf), dnum, input_precision='ieee', out_dtype=ACC)  # (D, D)
@@ -159,9 +162,9 @@ def _sla_bwd_dkv_kernel(
     dz = tl.load(base + D * D + offs_d)
     k = tl.load(K + rows[:, None] * sk_n + h * sk_h + offs_d[None, :] * sk_d, mask=mask, other=0.)
     v = tl.load(V + rows[:, None] * sv_n + h * sv_h + offs_d[None, :] * sv_d, mask=mask, other=0.)
-    kf = tl.maximum(k.to(ACC), 0.)
+    kf = _relu(k.to(ACC))
     dkf = tl.dot(v.to(ACC), tl.trans(ds), input_precision='ieee', out_dtype=ACC) + dz[None, :]
-    dk = tl.where(k > 0, dkf, 0.)
+    dk = tl.where(k <= 0, 0., dkf)
     dv = tl.dot(kf, ds, input_precision='ieee', out_dtype=ACC)
     tl.store(DK + rows[:, None] * sdk_n + h * sdk_h + offs_d[None, :] * sdk_d,
              dk.to(DK.dtype.element_ty), mask=mask)
@@ -177,23 +180,29 @@ def _launch_opts() -> dict:
     return {} if interpreting() else dict(num_warps=4, num_stages=2)
 
 
-def chunk_table(offsets: Tensor, counts: Tensor, block: int) -> Tuple[Tensor, ...]:
-    """Chunks of ``block`` rows, window by window (window-aligned).
+def chunk_table(cu_seqlens: Tensor, num_rows: int, block: int) -> Tuple[Tensor, ...]:
+    """Chunks of ``block`` rows, window by window (window-aligned), built without a host sync.
+
+    The number of chunks ``sum_w ceil(count_w / block)`` is data-dependent, so the table has the
+    bound ``min(N, N // block + M)`` entries (a shape-only number); entries past the real chunks
+    are empty (``cstart = cend = 0``) and their programs write nothing the reduction reads.
 
     Returns ``cwin`` (C,) int32 window of each chunk, ``cstart`` / ``cend`` (C,) int64 its first
     row and the end of its window, and ``cptr`` (M + 1,) int64 the chunk range of every window.
     """
-    m = counts.numel()
-    nch = (counts + block - 1) // block
-    cptr = torch.zeros(m + 1, dtype=torch.int64, device=counts.device)
+    m = cu_seqlens.numel() - 1
+    device = cu_seqlens.device
+    cu = cu_seqlens.long()
+    nch = (cu[1:] - cu[:-1] + block - 1) // block
+    cptr = torch.zeros(m + 1, dtype=torch.int64, device=device)
     torch.cumsum(nch, 0, out=cptr[1:])
-    num_chunks = int(cptr[-1]) if m else 0
-    cwin = torch.repeat_interleave(torch.arange(m, device=counts.device), nch,
-                                   output_size=num_chunks)
-    local = torch.arange(num_chunks, device=counts.device) - cptr[cwin]
-    cstart = offsets[cwin] + local * block
-    cend = offsets[cwin] + counts[cwin]
-    return cwin.to(torch.int32), cstart.contiguous(), cend.contiguous(), cptr
+    chunk = torch.arange(min(num_rows, num_rows // block + m), device=device)
+    cwin = torch.searchsorted(cptr[1:], chunk, right=True)  # == M past the last real chunk
+    real = cwin < m
+    cwin = cwin.clamp_(max=max(m - 1, 0))
+    cstart = torch.where(real, cu[cwin] + (chunk - cptr[cwin]) * block, 0)
+    cend = torch.where(real, cu[cwin + 1], 0)
+    return cwin.to(torch.int32), cstart, cend, cptr
 
 
 def _reduce(partial: Tensor, cptr: Tensor, m: int, nh: int, d: int) -> Tensor:
@@ -266,53 +275,39 @@ def sla_triton_backward(q: Tensor, k: Tensor, v: Tensor, table: Tuple[Tensor, ..
 
 class SLATritonFunction(torch.autograd.Function):
     """autograd wrapper: saves ``q, k, v`` and the chunk table; recomputes the window states in
-    backward. ``offsets`` and ``counts`` get no gradient."""
+    backward. ``cu_seqlens`` gets no gradient. Under CUDA autocast the kernels run in the dtype of
+    ``q, k, v``; backward runs with the forward's autocast state (``custom_fwd`` / ``custom_bwd``).
+    """
 
     @staticmethod
-    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, offsets: Tensor, counts: Tensor,
-                eps: float, block: int) -> Tensor:
-        table = chunk_table(offsets, counts, block)
-        m = counts.numel()
+    @torch.amp.custom_fwd(device_type='cuda')
+    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, cu_seqlens: Tensor, eps: float,
+                block: int) -> Tensor:
+        table = chunk_table(cu_seqlens, q.shape[0], block)
+        m = cu_seqlens.numel() - 1
         out = sla_triton_forward(q, k, v, table, m, eps, block)
         ctx.save_for_backward(q, k, v, *table)
         ctx.cfg = (m, eps, block)
         return out
 
     @staticmethod
+    @torch.amp.custom_bwd(device_type='cuda')
     def backward(ctx, dout: Tensor) -> Tuple[Optional[Tensor], ...]:
         q, k, v, *table = ctx.saved_tensors
         m, eps, block = ctx.cfg
         dq, dk, dv = sla_triton_backward(q, k, v, tuple(table), m, eps, block,
                                          dout.to(q.dtype))
-        return dq, dk, dv, None, None, None, None
+        return dq, dk, dv, None, None, None
 
 
-def _check(q: Tensor, block: int) -> None:
-    name = "scattered_linear_attention(backend='triton')"
-    if q.device.type != 'cuda' and not interpreting():
-        raise RuntimeError(
-            f"{name} got {q.device.type} tensors: the Triton kernels need a CUDA device, or "
-            "TRITON_INTERPRET=1 set before mmattn.ops is imported (CPU interpreter, slow; for "
-            "tests). Use backend='torch' on CPU.")
-    if q.dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
-        raise TypeError(f'{name}: unsupported dtype {q.dtype}')
-    if q.dtype == torch.bfloat16 and interpreting():
-        raise TypeError(f'{name}: bf16 is wrong under TRITON_INTERPRET=1 (interpreter '
-                        'limitation); test bf16 on a GPU')
-    d = q.shape[-1]
-    if d < 16 or d > 128 or d & (d - 1):
-        raise ValueError(f'{name}: head dim D={d} of q, k, v (N, H, D)={tuple(q.shape)} must be '
-                         "a power of two in [16, 128]; use backend='torch' for other sizes")
-    if block < 16 or block & (block - 1):
-        raise ValueError(f'{name}: block={block} must be a power of two >= 16')
-
-
-def sla_triton(q: Tensor, k: Tensor, v: Tensor, offsets: Tensor, counts: Tensor,
-               eps: float = 1e-6, block: Optional[int] = None) -> Tensor:
+def sla_triton(q: Tensor, k: Tensor, v: Tensor, cu_seqlens: Tensor, eps: float = 1e-6,
+               block: Optional[int] = None) -> Tensor:
     """Triton SLA; arguments and result as :func:`~mmattn.ops.sla.reference.sla_reference`.
 
-    ``block`` is the number of rows per chunk (per program); ``None``: :data:`BLOCK_N`.
+    ``block`` is the number of rows per chunk (per program), a power of two >= 16; ``None``:
+    :data:`BLOCK_N`. Inputs are checked by :func:`mmattn.ops.sla.scattered_linear_attention`.
     """
     block = BLOCK_N if block is None else block
-    _check(q, block)
-    return SLATritonFunction.apply(q, k, v, offsets, counts, eps, block)
+    if block < 16 or block & (block - 1):
+        raise ValueError(f'sla_triton: block={block} must be a power of two >= 16')
+    return SLATritonFunction.apply(q, k, v, cu_seqlens, eps, block)
