@@ -1,0 +1,20 @@
+# BEVANet on Cityscapes: the official configs/cityscapes/BEVANet.yaml (maomao0819/BEVANet),
+# NUM_BLOCKS [2, 2, 4, 4, 2], PPM_PLANES 96, PLANES 64, HEAD_PLANES 128;
+# 2 GPU(s) x 6 images, SGD lr 0.008, weight decay 0.0004, 500 epochs of
+# floor(2975 / 12) = 247 iterations = 123500 iterations. From scratch, as the yaml
+# (PRETRAINED ""); for ImageNet pre-training set
+# model.backbone.init_cfg=dict(type='Pretrained', checkpoint=PATH) (README).
+_base_ = ['./_base_/bevanet_cityscapes-1024x1024.py']
+
+model = dict(
+    backbone=dict(arch='base'),
+    decode_head=dict(in_channels=256, channels=128))
+train_dataloader = dict(batch_size=6)
+optim_wrapper = dict(optimizer=dict(lr=0.008, weight_decay=0.0004))
+max_iters = 123500
+param_scheduler = [
+    dict(type='PolyLR', power=0.9, eta_min=0.0, begin=0, end=max_iters, by_epoch=False)
+]
+val_interval = 2470
+train_cfg = dict(max_iters=max_iters, val_interval=val_interval)
+default_hooks = dict(checkpoint=dict(interval=val_interval))
