@@ -4,6 +4,9 @@ Configs keep ``default_scope='mmdet'`` (or ``'mmseg'``, ``'mmdet3d'``), import m
 ``custom_imports=dict(imports=['mmattn.models'], allow_failed_imports=False)`` and name mmattn
 classes with the scope prefix: ``type='mmattn.PoolFormer'``.
 """
+import importlib
+from typing import Dict
+
 from mmengine.registry import DATA_SAMPLERS as MMENGINE_DATA_SAMPLERS
 from mmengine.registry import DATASETS as MMENGINE_DATASETS
 from mmengine.registry import EVALUATOR as MMENGINE_EVALUATOR
@@ -22,7 +25,27 @@ from mmengine.registry import VISUALIZERS as MMENGINE_VISUALIZERS
 from mmengine.registry import WEIGHT_INITIALIZERS as MMENGINE_WEIGHT_INITIALIZERS
 from mmengine.registry import Registry
 
-MODELS = Registry('model', parent=MMENGINE_MODELS, locations=['mmattn.models'])
+
+class LazyRegistry(Registry):
+    """A Registry that also knows, per name, the module registering it (``lazy``, filled by
+    :mod:`mmattn.models`): the module is imported on the first lookup of that name, so models
+    built on mmdet / mmseg / mmdet3d import them only when used."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy: Dict[str, str] = {}
+
+    def get(self, key: str):
+        scope, real_key = self.split_scope_key(key) if isinstance(key, str) else (None, None)
+        if real_key is not None and scope in (None, self._scope):
+            self.import_from_location()
+            module = self.lazy.get(real_key)
+            if module is not None and real_key not in self._module_dict:
+                importlib.import_module(module)
+        return super().get(key)
+
+
+MODELS = LazyRegistry('model', parent=MMENGINE_MODELS, locations=['mmattn.models'])
 MODEL_WRAPPERS = Registry(
     'model_wrapper', parent=MMENGINE_MODEL_WRAPPERS, locations=['mmattn.models'])
 WEIGHT_INITIALIZERS = Registry(

@@ -116,6 +116,22 @@ def _sla(fx: dict) -> Callable:
     return lambda args: layer(args[0], cu_seqlens_from_counts(args[2]), args[3])
 
 
+def _bevanet(fx: dict) -> Callable:
+    from mmengine.registry import DefaultScope
+    from mmseg.registry import MODELS
+
+    from mmattn.models.backbones.bevanet import BEVANet, convert_bevanet_official
+    c = BEVANet.arch_settings['s']['channels']
+    with DefaultScope.overwrite_default_scope('mmseg'):
+        seg = MODELS.build(dict(
+            type='EncoderDecoder', backbone=dict(type='mmattn.BEVANet', arch='s'),
+            decode_head=dict(type='mmattn.BEVANetHead', in_channels=4 * c,
+                             channels=BEVANet.head_channels['s'], num_classes=19)))
+    seg.load_state_dict(convert_bevanet_official(state_dict_from_fixture(fx))[0], strict=True)
+    seg.eval()
+    return lambda x: seg.decode_head.forward_all(seg.backbone.forward_all(x))  # aux, main, bd
+
+
 #: fixture name -> builder of its official forward; None: the model has not landed in mmattn yet.
 FORWARDS: Dict[str, Any] = {
     'agent_swin_t.dense': lambda fx: _swin_family_dense('agent_swin', fx),
@@ -127,7 +143,7 @@ FORWARDS: Dict[str, Any] = {
     'poolformer_s12.dense': _poolformer,
     'poolformer_s12.cls': _poolformer,
     'SLA.op': _sla,
-    'BEVANet_S.seg': None,
+    'BEVANet_S.seg': _bevanet,
     'SDANet_sda.neck': None,
     'BVR_transformer.module': None,
 }

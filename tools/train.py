@@ -13,6 +13,7 @@ from mmengine.runner import find_latest_checkpoint
 
 import mmattn  # noqa: F401  (applies mmattn's compatibility patches before any config is read)
 from mmattn.datasets.check import check_datasets
+from mmattn.utils.checkpoint import check_checkpoint
 from mmattn.utils.dist import close_process_group
 from mmattn.utils.runner import build_runner, check_data_paths, load_config
 
@@ -65,6 +66,8 @@ def main() -> None:
     check_data_paths(cfg, ('train_dataloader', 'val_dataloader'))
     check_datasets(cfg, ('train_dataloader', 'val_dataloader'))
     runner = build_runner(cfg)
+    if cfg.get('load_from'):  # tools/test.py's rule: a checkpoint of another model is rejected
+        check_checkpoint(runner.model, cfg.load_from)
     runner.train()
     close_process_group()
 

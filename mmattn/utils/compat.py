@@ -1,37 +1,26 @@
-"""Every compatibility patch mmattn's stack needs, in one place, applied once on ``import mmattn``.
+"""Compatibility patches for mmattn's pinned stack, applied by :func:`apply_all` (which
+``mmattn`` runs once mmengine is imported). Each patch first probes whether the installed code
+is broken, applies only then, and logs once that it did; ``APPLIED`` lists those in force.
 
-mmengine 0.10.7 (the newest release) predates two changes in its dependencies; both are fixed on
-mmengine's main branch but not released:
+* ``cpu_distributed`` -- mmengine 0.10.7's PyTorch launcher (``_init_dist_pytorch``) calls
+  ``torch.cuda.set_device`` unconditionally, so ``torchrun`` on a machine without a GPU dies
+  before the first iteration. Probe: no CUDA device and the launcher's code selects one. Patched,
+  the process group (gloo) is initialised without selecting a device.
+* ``cityscapes_in1d`` -- numpy 2.4 removed ``np.in1d``, which cityscapesscripts 2.3.0 (the newest
+  release) still calls in its pixel- and instance-level evaluation, which mmseg's
+  ``CityscapesMetric`` and mmdet's Cityscapes metric run. Probe: numpy has no ``in1d``. Patched,
+  those two cityscapesscripts modules (when imported) see a numpy namespace with ``in1d`` (``isin``
+  of the flattened input, numpy's own definition); numpy itself is left alone.
 
-* ``checkpoint_weights_only`` -- torch >= 2.6 loads with ``weights_only=True`` by default, which
-  rejects mmengine's own Runner checkpoints (``HistoryBuffer``, numpy arrays in ``message_hub``), so
-  ``--resume`` and ``load_from`` fail. Local checkpoints are loaded with ``weights_only=False``
-  again (they are the user's own files, exactly as with torch < 2.6).
-* ``importlib_package_lookup`` -- mmengine finds installed OpenMMLab packages through
-  ``pkg_resources``, which setuptools >= 82 no longer ships, and then ``_base_ = 'mmdet::...'``
-  configs fail. The lookup is redone with ``importlib.metadata``. Also registers ``mmattn`` in
-  ``MODULE2PACKAGE`` so ``mmattn::`` bases and Inferencer lookups work.
-
-mmengine's PyTorch launcher calls ``torch.cuda.set_device`` unconditionally, so ``torchrun`` on a
-machine without a GPU dies before the first iteration:
-
-* ``cpu_distributed`` -- without an accelerator the process group (gloo) is initialised without
-  selecting a CUDA device.
-
-numpy 2.4 removed ``np.in1d``, which cityscapesscripts 2.3.0 (the newest release) still calls in
-its pixel-accuracy and instance-level scores -- and mmseg's ``CityscapesMetric`` and mmdet's
-Cityscapes instance metric switch both on:
-
-* ``numpy_in1d`` -- ``np.in1d`` is provided again as ``np.isin`` on the flattened input (exactly
-  what numpy's deprecation note says it was).
-
-``apply_all()`` is idempotent; ``APPLIED`` lists the patches in force.
+Not a compatibility patch but applied with them: :func:`mmattn.utils.checkpoint.use_safe_loader`
+makes mmengine read checkpoints with ``weights_only=True`` (see that module).
 """
-import importlib
-import importlib.metadata
+import importlib.abc
 import importlib.util
-import os.path as osp
-from typing import Callable, Dict, List, Optional
+import inspect
+import sys
+import types
+from typing import Callable, Dict, List
 
 import torch
 
@@ -39,84 +28,31 @@ APPLIED: List[str] = []
 #: The functions each patch replaced, by dotted name (tests call them to show the need).
 ORIGINALS: Dict[str, Callable] = {}
 
-
-def _module_of_distribution(name: str) -> Optional[str]:
-    """The top-level module a distribution installs (``mmsegmentation`` -> ``mmseg``), or None."""
-    try:
-        dist = importlib.metadata.distribution(name)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-    top = dist.read_text('top_level.txt')
-    if top and top.split():
-        return top.split()[0]
-    # Wheels without top_level.txt (editable installs): the distribution name as a module.
-    return name.replace('-', '_')
+IN1D_CALLERS = ('cityscapesscripts.evaluation.evalPixelLevelSemanticLabeling',
+                'cityscapesscripts.evaluation.evalInstanceLevelSemanticLabeling')
 
 
-def is_installed(package: str) -> bool:
-    """Whether ``package`` (a distribution or a module name) can be imported."""
-    module = _module_of_distribution(package) or package
-    try:
-        spec = importlib.util.find_spec(module)
-    except (ImportError, ValueError):
+def _log_once(name: str, why: str) -> None:
+    from mmengine.logging import print_log
+    print_log(f'mmattn.utils.compat: applied {name!r} ({why})', logger='current')
+
+
+# ------------------------------------------------------------------------------ cpu_distributed
+def cpu_distributed_needed() -> bool:
+    """No CUDA device, and mmengine's launcher selects a CUDA device anyway."""
+    import mmengine.dist.utils as dist_utils
+    if torch.cuda.is_available():
         return False
-    return spec is not None and spec.origin is not None
-
-
-def package2module(package: str) -> str:
-    """The module name of an installed distribution, e.g. ``mmsegmentation`` -> ``mmseg``."""
-    module = _module_of_distribution(package)
-    if module is None:
-        raise ValueError(f'can not infer the module name of {package}: it is not installed')
-    return module
-
-
-def get_installed_path(package: str) -> str:
-    """The directory of an installed package, found by distribution or module name."""
-    module = _module_of_distribution(package) or package
-    spec = importlib.util.find_spec(module)
-    if spec is None:
-        raise ModuleNotFoundError(f'{package} is not installed')
-    if spec.origin is None:
-        raise RuntimeError(f'{package} is a namespace package, which is invalid for '
-                           '`get_installed_path`')
-    return osp.dirname(spec.origin)
-
-
-def _patch_package_lookup() -> None:
-    import mmengine.config.config as config_mod
-    import mmengine.config.utils as config_utils
-    import mmengine.utils as utils_mod
-    import mmengine.utils.package_utils as package_utils
-
-    for mod in (package_utils, utils_mod, config_mod):
-        for name, fn in (('is_installed', is_installed), ('get_installed_path', get_installed_path),
-                         ('package2module', package2module)):
-            if hasattr(mod, name):
-                ORIGINALS.setdefault(f'{mod.__name__}.{name}', getattr(mod, name))
-                setattr(mod, name, fn)
-    config_utils.MODULE2PACKAGE.setdefault('mmattn', 'mmattn')
-
-
-def load_local_checkpoint(filename: str, map_location=None) -> dict:
-    """mmengine's local checkpoint loader, with ``weights_only=False`` and a clear error."""
-    filename = osp.expanduser(filename)
-    if not osp.isfile(filename):
-        raise FileNotFoundError(f'checkpoint file not found: {filename}')
+    fn = ORIGINALS.get('mmengine.dist.utils._init_dist_pytorch', dist_utils._init_dist_pytorch)
     try:
-        return torch.load(filename, map_location=map_location, weights_only=False)
-    except Exception as e:  # noqa: BLE001 - re-raised with the file named
-        raise RuntimeError(f'{filename} is not a readable PyTorch checkpoint: {e}') from e
+        return 'cuda.set_device' in inspect.getsource(fn)
+    except (OSError, TypeError):
+        return False
 
 
-def _patch_checkpoint_loader() -> None:
-    from mmengine.runner.checkpoint import CheckpointLoader
-    ORIGINALS.setdefault('mmengine.runner.checkpoint.load_from_local',
-                         CheckpointLoader._schemes[''])
-    CheckpointLoader.register_scheme(prefixes='', loader=load_local_checkpoint, force=True)
-
-
-def _patch_cpu_distributed() -> None:
+def _patch_cpu_distributed() -> bool:
+    if not cpu_distributed_needed():
+        return False
     import mmengine.dist.utils as dist_utils
     original = dist_utils._init_dist_pytorch
     ORIGINALS.setdefault('mmengine.dist.utils._init_dist_pytorch', original)
@@ -132,33 +68,94 @@ def _patch_cpu_distributed() -> None:
         torch.distributed.init_process_group(backend=backend, **kwargs)
 
     dist_utils._init_dist_pytorch = init_dist_pytorch
+    _log_once('cpu_distributed', "no CUDA device: mmengine's launcher would select one")
+    return True
 
 
-def _in1d(ar1, ar2, assume_unique: bool = False, invert: bool = False, *, kind=None):
+# ------------------------------------------------------------------------------ cityscapes_in1d
+def in1d(ar1, ar2, assume_unique: bool = False, invert: bool = False, *, kind=None):
     """numpy's removed ``in1d``: membership of each element of flattened ``ar1`` in ``ar2``."""
     import numpy as np
     return np.isin(np.asarray(ar1).ravel(), ar2, assume_unique=assume_unique, invert=invert,
                    kind=kind)
 
 
-def _patch_numpy_in1d() -> None:
+class NumpyWithIn1d(types.ModuleType):
+    """numpy's namespace plus :func:`in1d`, for one caller module's ``np`` global."""
+
+    def __init__(self, numpy_module: types.ModuleType) -> None:
+        super().__init__('numpy')
+        self._numpy = numpy_module
+        self.in1d = in1d
+
+    def __getattr__(self, name: str):
+        return getattr(self._numpy, name)
+
+
+def _give_in1d(module: types.ModuleType) -> None:
     import numpy as np
-    if not hasattr(np, 'in1d'):
-        np.in1d = _in1d
+    if getattr(module, 'np', None) is np:
+        module.np = NumpyWithIn1d(np)
 
 
-_PATCHES: Dict[str, Callable[[], None]] = {
-    'checkpoint_weights_only': _patch_checkpoint_loader,
-    'importlib_package_lookup': _patch_package_lookup,
+class _AfterImport(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """``sys.meta_path`` hook: runs ``fn(module)`` right after one of ``names`` is executed."""
+
+    def __init__(self, names, fn: Callable[[types.ModuleType], None]) -> None:
+        self.names, self.fn, self._loaders = set(names), fn, {}
+
+    def find_spec(self, fullname: str, path=None, target=None):
+        if fullname not in self.names:
+            return None
+        sys.meta_path.remove(self)
+        try:
+            spec = importlib.util.find_spec(fullname)
+        finally:
+            sys.meta_path.insert(0, self)
+        if spec is None or spec.loader is None:
+            return spec
+        self._loaders[fullname] = spec.loader
+        spec.loader = self
+        return spec
+
+    def create_module(self, spec):
+        return self._loaders[spec.name].create_module(spec)
+
+    def exec_module(self, module) -> None:
+        loader = self._loaders.pop(module.__spec__.name)
+        module.__spec__.loader = module.__loader__ = loader
+        loader.exec_module(module)
+        self.fn(module)
+
+
+def _patch_cityscapes_in1d() -> bool:
+    import numpy as np
+    if hasattr(np, 'in1d'):
+        return False
+    for name in IN1D_CALLERS:
+        if name in sys.modules:
+            _give_in1d(sys.modules[name])
+    sys.meta_path.insert(0, _AfterImport(IN1D_CALLERS, _give_in1d))
+    _log_once('cityscapes_in1d', f'numpy {np.__version__} has no in1d; given to '
+              f'{", ".join(IN1D_CALLERS)} only')
+    return True
+
+
+_PATCHES: Dict[str, Callable[[], bool]] = {
     'cpu_distributed': _patch_cpu_distributed,
-    'numpy_in1d': _patch_numpy_in1d,
+    'cityscapes_in1d': _patch_cityscapes_in1d,
 }
+_probed: List[str] = []
 
 
 def apply_all() -> List[str]:
-    """Apply every patch not applied yet; return the names of the patches in force."""
+    """Probe every patch once and apply those whose target is broken; return the names of the
+    patches in force. Also routes mmengine's checkpoint loading through the safe loader."""
+    from mmattn.utils.checkpoint import use_safe_loader
+    use_safe_loader()
     for name, patch in _PATCHES.items():
-        if name not in APPLIED:
-            patch()
-            APPLIED.append(name)
+        if name not in _probed:
+            _probed.append(name)
+            if patch():
+                APPLIED.append(name)
     return list(APPLIED)

@@ -82,7 +82,10 @@ def warn_unknown_options(cfg: Config, options: dict) -> List[str]:
 
 
 def load_config(path: str, options: Optional[dict] = None, launcher: str = 'none') -> Config:
-    """Read a config, apply ``--cfg-options`` and make distributed runs work on CPUs (gloo)."""
+    """Read a config, apply ``--cfg-options`` and make distributed runs work on CPUs (gloo).
+
+    ``unsafe_load=True`` in the config lets checkpoints unpickle any class (see
+    :mod:`mmattn.utils.checkpoint`); off by default."""
     if not osp.isfile(path):
         raise FileNotFoundError(f'config file not found: {path}')
     cfg = Config.fromfile(path)
@@ -90,6 +93,9 @@ def load_config(path: str, options: Optional[dict] = None, launcher: str = 'none
         warn_unknown_options(cfg, options)
         cfg.merge_from_dict(options)
     cfg.launcher = launcher
+    if cfg.get('unsafe_load', False):  # the config's opt-in to unpickling arbitrary classes
+        from mmattn.utils.checkpoint import allow_unsafe_load
+        allow_unsafe_load(True)
     if launcher != 'none' and not torch.cuda.is_available():
         cfg.setdefault('env_cfg', ConfigDict())
         cfg.env_cfg.setdefault('dist_cfg', ConfigDict())

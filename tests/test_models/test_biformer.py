@@ -110,6 +110,7 @@ def test_classifier_fixture_parity(cls_fixture, backend):
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 @pytest.mark.triton
 @pytest.mark.skipif(not bra.HAS_TRITON, reason='triton is not installed')
 def test_classifier_fixture_parity_triton(cls_fixture):
@@ -147,7 +148,7 @@ def test_torch_backend_training_gradients():
     grads = {}
     x = torch.randn(2, 3, 70, 99, generator=torch.Generator().manual_seed(0))
     for backend in CPU_BACKENDS:
-        model = BiFormer(arch=dict(depth=(1, 1, 2, 1), embed_dim=(64, 128, 256, 512)), n_win=4,
+        model = BiFormer(arch=dict(depths=(1, 1, 2, 1), embed_dims=(64, 128, 256, 512)), n_win=4,
                          norm_eval=True, backend=backend)
         model.load_official_state_dict(official_weights(model))
         model.train()
@@ -168,7 +169,7 @@ def test_triton_backend_in_model():
     results = {}
     x = torch.randn(1, 3, 42, 58, generator=torch.Generator().manual_seed(0))
     for backend in ('reference', 'triton'):
-        model = BiFormer(arch=dict(depth=(1, 1, 1, 1), embed_dim=(64, 128, 256, 512)), n_win=2,
+        model = BiFormer(arch=dict(depths=(1, 1, 1, 1), embed_dims=(64, 128, 256, 512)), n_win=2,
                          topks=(1, 2, 4, -2), norm_eval=True, backend=backend)
         model.load_official_state_dict(official_weights(model))
         model.train()
@@ -225,29 +226,46 @@ def test_argument_errors():
         BiFormer(arch='huge')
     with pytest.raises(ValueError, match='out_indices'):
         BiFormer(out_indices=(4, ))
-    with pytest.raises(NotImplementedError, match='routing'):
+    with pytest.raises(TypeError, match='soft_routing: only detached hard routing'):
         BiFormer(soft_routing=True)
-    with pytest.raises(NotImplementedError, match='pe='):
+    with pytest.raises(TypeError, match='pe: only pe=None'):
         BiFormer(pe='sum')
 
 
-def test_official_dense_kwargs_accepted():
-    """The official BiFormer_mm keyword arguments (as in its configs) build the same network."""
-    official = dict(depth=[2, 2, 8, 2], embed_dim=[64, 128, 256, 512], mlp_ratios=[3, 3, 3, 3],
-                    n_win=16, kv_downsample_mode='identity', kv_per_wins=[-1, -1, -1, -1],
-                    topks=[1, 4, 16, -2], side_dwconv=5, before_attn_dwconv=3,
-                    layer_scale_init_value=-1, qk_dims=[64, 128, 256, 512], head_dim=32,
-                    param_routing=False, diff_routing=False, soft_routing=False, pre_norm=True,
-                    pe=None, auto_pad=True, use_checkpoint_stages=[], drop_path_rate=0.2,
-                    num_classes=80, disable_bn_grad=False)
-    a = MODELS.build(dict(type='mmattn.BiFormer', **official))
+# the official BiFormer_mm detection config's backbone arguments
+OFFICIAL_DENSE = dict(depth=[2, 2, 8, 2], embed_dim=[64, 128, 256, 512], mlp_ratios=[3, 3, 3, 3],
+                      n_win=16, kv_downsample_mode='identity', kv_per_wins=[-1, -1, -1, -1],
+                      topks=[1, 4, 16, -2], side_dwconv=5, before_attn_dwconv=3,
+                      layer_scale_init_value=-1, qk_dims=[64, 128, 256, 512], head_dim=32,
+                      param_routing=False, diff_routing=False, soft_routing=False, pre_norm=True,
+                      pe=None, auto_pad=True, use_checkpoint_stages=[], drop_path_rate=0.2,
+                      num_classes=80, disable_bn_grad=False)
+# their translation: renamed into the contract's names, unused ones left out
+TRANSLATED = dict(arch=dict(depths=[2, 2, 8, 2], embed_dims=[64, 128, 256, 512]),
+                  mlp_ratios=[3, 3, 3, 3], n_win=16, kv_downsample_mode='identity',
+                  kv_per_wins=[-1, -1, -1, -1], topks=[1, 4, 16, -2], side_dwconv=5,
+                  before_attn_dwconv=3, layer_scale_init_value=-1, qk_dims=[64, 128, 256, 512],
+                  head_dim=32, pre_norm=True, auto_pad=True, with_cp=False, drop_path_rate=0.2)
+
+
+def test_official_dense_kwargs_translated():
+    """The translated official BiFormer_mm arguments build the same network; the untranslated
+    ones raise one TypeError naming every argument left to translate."""
+    a = MODELS.build(dict(type='mmattn.BiFormer', **TRANSLATED))
     b = build('tiny', 16, 'auto')
     assert [(k, v.shape) for k, v in a.state_dict().items()] == \
         [(k, v.shape) for k, v in b.state_dict().items()]
+    with pytest.raises(TypeError) as err:
+        MODELS.build(dict(type='mmattn.BiFormer', **OFFICIAL_DENSE))
+    untranslated = set(OFFICIAL_DENSE) - set(TRANSLATED)
+    assert untranslated == {'depth', 'embed_dim', 'param_routing', 'diff_routing', 'soft_routing',
+                            'pe', 'use_checkpoint_stages', 'num_classes', 'disable_bn_grad'}
+    for name in untranslated:
+        assert f'  {name}: ' in str(err.value), name
 
 
 def test_out_indices_frozen_stages_norm_eval():
-    model = BiFormer(arch='tiny', n_win=4, out_indices=(1, 3), frozen_stages=1, norm_eval=True)
+    model = BiFormer(arch='tiny', n_win=4, out_indices=(1, 3), frozen_stages=2, norm_eval=True)
     outs = model.eval()(torch.randn(1, 3, 64, 64))
     assert [tuple(o.shape) for o in outs] == [(1, 128, 8, 8), (1, 512, 2, 2)]
     assert not any(k.startswith(('extra_norms.0.', 'extra_norms.2.'))
@@ -274,9 +292,9 @@ def test_drop_path_and_checkpointing():
     torch.manual_seed(0)
     x = torch.randn(1, 3, 64, 64)
     grads = []
-    for stages in ((), (0, 1, 2, 3)):
-        m = BiFormer(arch=dict(depth=(1, 1, 1, 1), embed_dim=(64, 128, 256, 512)), n_win=2,
-                     topks=(1, 2, 4, -2), use_checkpoint_stages=stages)
+    for with_cp in (False, True):
+        m = BiFormer(arch=dict(depths=(1, 1, 1, 1), embed_dims=(64, 128, 256, 512)), n_win=2,
+                     topks=(1, 2, 4, -2), with_cp=with_cp)
         m.load_official_state_dict(official_weights(m))
         m.train()
         sum(o.sum() for o in m(x)).backward()
@@ -287,7 +305,7 @@ def test_drop_path_and_checkpointing():
 def test_other_block_types_and_options():
     """Global attention (topk -1), conv pseudo-attention (0), pooled K/V, layer scale, post-norm,
     mlp dwconv and param_attention='qkv' build with the official keys and run at odd sizes."""
-    model = BiFormer(arch=dict(depth=(1, 1, 1, 1), embed_dim=(64, 128, 256, 512)), n_win=2,
+    model = BiFormer(arch=dict(depths=(1, 1, 1, 1), embed_dims=(64, 128, 256, 512)), n_win=2,
                      topks=(2, 0, 4, -1), kv_downsample_mode='ada_avgpool',
                      kv_per_wins=(2, 2, 2, 2), layer_scale_init_value=1e-5, pre_norm=False,
                      mlp_dwconv=True, param_attention='qkv').eval()

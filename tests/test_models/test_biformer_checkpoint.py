@@ -1,5 +1,5 @@
 """BiFormer checkpoints: official classifier and detection/segmentation files load with no manual
-step (``init_cfg`` Pretrained) and offline (``tools/model_converters/biformer2mmattn.py``), giving
+step (``init_cfg`` Pretrained) and offline (``tools/model_converters/convert.py``), giving
 exactly the official weights; wrong files fail with one error naming the file and keys.
 
 The official files are fabricated in tmp files with the official containers and key layouts:
@@ -9,6 +9,8 @@ The official files are fabricated in tmp files with the official containers and 
 """
 import os.path as osp
 import runpy
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -17,9 +19,11 @@ import mmattn  # noqa: F401
 from mmattn.models.backbones.biformer import BiFormer
 from mmattn.registry import MODELS
 from mmattn.testing import load_fixture, state_dict_from_fixture
+from mmattn.utils.checkpoint import CheckpointError
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-CONVERTER = osp.join(REPO, 'tools', 'model_converters', 'biformer2mmattn.py')
+convert_main = runpy.run_path(osp.join(REPO, 'tools', 'model_converters', 'convert.py'))['main']
+ALIAS = osp.join(REPO, 'tools', 'model_converters', 'biformer2mmattn.py')
 
 
 @pytest.fixture(scope='module')
@@ -99,55 +103,98 @@ def test_detection_checkpoint_fewer_outputs(official_dense, tmp_path):
     assert all(torch.equal(own[k], v) for k, v in official_dense.items() if k in own)
 
 
-def test_pretrained_argument_is_init_cfg(official_cls, tmp_path):
+def test_pretrained_argument_is_refused(official_cls, tmp_path):
+    """The official ``pretrained=`` is gone: one error that names ``init_cfg``."""
     path = save_cls(official_cls, tmp_path / 'cls.pth')
-    with pytest.warns(UserWarning, match='deprecated'):
-        model = BiFormer(arch='tiny', pretrained=path)
+    with pytest.raises(TypeError, match=r"pretrained: pass init_cfg=dict\(type='Pretrained'"):
+        BiFormer(arch='tiny', pretrained=path)
+
+
+def test_list_init_cfg(official_cls, tmp_path):
+    """init_cfg as a list: the other entries apply, then the checkpoint (it used to crash)."""
+    path = save_cls(official_cls, tmp_path / 'cls.pth')
+    model = MODELS.build(dict(type='mmattn.BiFormer', arch='tiny', n_win=16, init_cfg=[
+        dict(type='Constant', layer='LayerNorm', val=2.0, bias=0.5),
+        dict(type='Pretrained', checkpoint=path)]))
     model.init_weights()
-    assert torch.equal(model.state_dict()['stages.2.7.attn.qkv.qkv.weight'],
-                       official_cls['stages.2.7.attn.qkv.qkv.weight'])
+    assert_equal_weights(model, official_cls, skip_prefix='extra_norms.')
+    # not in the classifier file: the Constant init stays on the output norms' LayerNorm2d
+    assert torch.all(model.extra_norms[0].weight == 2.0)
 
 
 def test_wrong_checkpoints_fail_clearly(official_cls, tmp_path):
     path = save_cls(official_cls, tmp_path / 'biformer_tiny_in1k.pth')
-    with pytest.raises(ValueError, match=r'biformer_tiny_in1k\.pth.*missing keys.*stages\.0\.2'):
+    with pytest.raises(CheckpointError,
+                       match=r'biformer_tiny_in1k\.pth does not fit.*missing keys: stages\.0\.2'):
         # small has 4 blocks in stage 0 (tiny 2): the missing keys are named
         model = MODELS.build(dict(type='mmattn.BiFormer', arch='small', n_win=16,
                                   init_cfg=dict(type='Pretrained', checkpoint=path)))
         model.init_weights()
-    with pytest.raises(ValueError, match=r'shape mismatches.*downsample_layers\.0\.0\.weight'):
+    with pytest.raises(CheckpointError, match=r'shape mismatches: downsample_layers\.0\.0\.weight'):
         model = MODELS.build(dict(type='mmattn.BiFormer', arch='base', n_win=16,
                                   init_cfg=dict(type='Pretrained', checkpoint=path)))
         model.init_weights()
     other = tmp_path / 'resnet.pth'
     torch.save({'state_dict': {'conv1.weight': torch.zeros(64, 3, 7, 7)}}, other)
-    with pytest.raises(KeyError, match=r'resnet\.pth: not a BiFormer checkpoint'):
+    with pytest.raises(CheckpointError,
+                       match=r'resnet\.pth holds no biformer weights .*downsample_layers'):
         build_pretrained(str(other))
-    with pytest.raises(KeyError, match="no keys under prefix 'backbone.'"):
+    with pytest.raises(CheckpointError, match="no keys under prefix 'backbone.'"):
         build_pretrained(path, prefix='backbone.')
+    assert issubclass(CheckpointError, ValueError)
 
 
 def test_converter_tool(official_cls, official_dense, tmp_path, capsys):
-    main = runpy.run_path(CONVERTER)['main']
     src = save_cls(official_cls, tmp_path / 'biformer_tiny_in1k.pth')
     dst = tmp_path / 'out' / 'biformer-t.pth'
-    main([src, str(dst)])
-    assert 'BiFormer tiny' in capsys.readouterr().out
+    convert_main(['--model', 'biformer', src, str(dst)])
+    assert 'biformer BiFormer' in capsys.readouterr().out
     converted = torch.load(dst, weights_only=True)
-    assert set(converted) == {k for k in official_cls if not k.startswith(('head.', 'norm.'))}
-    assert all(torch.equal(converted[k], official_cls[k]) for k in converted)
+    assert converted['meta']['model'] == 'biformer'
+    sd = converted['state_dict']
+    assert set(sd) == {k for k in official_cls if not k.startswith(('head.', 'norm.'))}
+    assert all(torch.equal(sd[k], official_cls[k]) for k in sd)
     # the converted file loads with init_cfg as well
     model = build_pretrained(str(dst))
     assert_equal_weights(model, official_cls, skip_prefix='extra_norms.')
 
-    src = save_det(official_dense, tmp_path / 'det.pth')
-    dst = tmp_path / 'det_backbone.pth'
-    main([src, str(dst), '--prefix', 'backbone.'])
-    converted = torch.load(dst, weights_only=True)
-    assert set(converted) == set(official_dense)
-    assert all(torch.equal(converted[k], official_dense[k]) for k in converted)
+    # a detector: every entry kept, the backbone's under its prefix (for load_from)
+    src = save_det(official_dense, tmp_path / 'det.pth', with_module=True)
+    dst = tmp_path / 'det_converted.pth'
+    convert_main(['--model', 'biformer', src, str(dst), '--prefix', 'backbone.'])
+    sd = torch.load(dst, weights_only=True)['state_dict']
+    assert set(sd) == {'backbone.' + k for k in official_dense} | {
+        'neck.lateral_convs.0.conv.weight', 'bbox_head.retina_cls.weight'}
+    assert all(torch.equal(sd['backbone.' + k], v) for k, v in official_dense.items())
+    assert_equal_weights(build_pretrained(str(dst), prefix='backbone.'), official_dense)
 
+    # the alias script runs the same converter
+    alias = tmp_path / 'alias.pth'
+    subprocess.run([sys.executable, ALIAS, str(src), str(alias)], check=True, cwd=REPO,
+                   capture_output=True)
+    assert torch.load(alias, weights_only=True)['state_dict'].keys() == sd.keys()
+
+
+@pytest.mark.parametrize('content,match', [
+    ({'model': {'conv1.weight': torch.zeros(1)}}, 'holds no biformer weights'),
+    ({}, 'holds no tensors'),
+    ({'state_dict': {}}, 'holds no tensors'),
+])
+def test_converter_refuses_other_files(tmp_path, content, match):
     bad = tmp_path / 'bad.pth'
-    torch.save({'model': {'conv1.weight': torch.zeros(1)}}, bad)
-    with pytest.raises(SystemExit, match='bad.pth: cannot convert'):
-        main([str(bad), str(tmp_path / 'x.pth')])
+    torch.save(content, bad)
+    out = tmp_path / 'x.pth'
+    with pytest.raises(SystemExit, match=f'bad.pth: cannot convert: .*{match}'):
+        convert_main(['--model', 'biformer', str(bad), str(out)])
+    assert not out.exists()
+
+
+def test_converter_refuses_other_arch_layout(official_cls, tmp_path):
+    """A file with the stem key but blocks the inferred arch does not have: named keys."""
+    sd = dict(official_cls)
+    sd['stages.1.0.attn.extra.weight'] = torch.zeros(3)
+    bad = save_cls(sd, tmp_path / 'odd.pth')
+    out = tmp_path / 'x.pth'
+    with pytest.raises(SystemExit, match=r'odd\.pth.*unexpected keys: stages\.1\.0\.attn\.extra'):
+        convert_main(['--model', 'biformer', bad, str(out)])
+    assert not out.exists()

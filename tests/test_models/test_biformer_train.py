@@ -4,27 +4,9 @@ import os.path as osp
 import pytest
 import torch
 
+from mmattn.testing.runs import short_run_config
+
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-
-
-def two_iteration_cfg(path: str, work_dir: str):
-    from mmattn.utils.runner import load_config
-    cfg = load_config(path)
-    cfg.work_dir = work_dir
-    for key in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
-        cfg[key].num_workers = 0
-        cfg[key].persistent_workers = False
-    cfg.train_dataloader.batch_size = 2
-    cfg.train_dataloader.dataset.indices = 4
-    # the loop validates after the last iteration: one batch of two images (predict + metric)
-    cfg.val_dataloader.batch_size = 2
-    cfg.val_dataloader.dataset.indices = 2
-    cfg.train_cfg = dict(type='IterBasedTrainLoop', max_iters=2, val_interval=10)
-    cfg.param_scheduler = [dict(type='ConstantLR', factor=1.0, by_epoch=False)]
-    cfg.default_hooks.checkpoint = dict(type='CheckpointHook', by_epoch=False, interval=2)
-    cfg.default_hooks.logger = dict(type='LoggerHook', interval=1, log_metric_by_epoch=False)
-    cfg.log_processor = dict(by_epoch=False)
-    return cfg
 
 
 @pytest.mark.slow
@@ -37,7 +19,8 @@ def test_sample_config_trains_two_iterations(config, tmp_path):
     import mmattn  # noqa: F401  (config compatibility patches)
     from mmattn.utils.runner import build_runner
     torch.set_num_threads(2)
-    runner = build_runner(two_iteration_cfg(osp.join(REPO, config), str(tmp_path)))
+    runner = build_runner(short_run_config(osp.join(REPO, config), str(tmp_path), val_batch_size=2,
+                                           validate=False))
     backbone = runner.model.backbone
     before = {k: v.clone() for k, v in backbone.state_dict().items()}
     runner.train()

@@ -233,13 +233,13 @@ def test_out_indices_and_shapes_at_odd_size():
 
 def test_custom_arch_dict_and_errors():
     model = PoolFormer(arch=dict(
-        layers=[1, 1, 1, 1], embed_dims=[8, 16, 24, 32], mlp_ratios=2, layer_scale_init_value=0.5))
+        depths=[1, 1, 1, 1], embed_dims=[8, 16, 24, 32], mlp_ratios=2, layer_scale_init_value=0.5))
     assert model.network[0][0].mlp.fc1.out_channels == 16
     assert torch.all(model.network[6][0].layer_scale_2 == 0.5)
     with pytest.raises(ValueError, match='unknown PoolFormer arch'):
         PoolFormer(arch='s13')
     with pytest.raises(ValueError, match='downsamples'):
-        PoolFormer(arch=dict(layers=[1] * 4, embed_dims=[8] * 4, downsamples=[True] * 4))
+        PoolFormer(arch=dict(depths=[1] * 4, embed_dims=[8] * 4, downsamples=[True] * 4))
 
 
 def test_layer_scale_init_and_drop_path_schedule():
@@ -270,13 +270,13 @@ def test_frozen_stages():
 
 
 def test_norm_eval_with_batchnorm():
-    model = PoolFormer(arch=dict(layers=[1] * 4, embed_dims=[8, 16, 24, 32]),
+    model = PoolFormer(arch=dict(depths=[1] * 4, embed_dims=[8, 16, 24, 32]),
                        norm_cfg=dict(type='BN'),
                        norm_eval=True)
     model.train()
     bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     assert len(bns) == 4 * 2 + 4 and not any(m.training for m in bns)
-    model = PoolFormer(arch=dict(layers=[1] * 4, embed_dims=[8, 16, 24, 32]),
+    model = PoolFormer(arch=dict(depths=[1] * 4, embed_dims=[8, 16, 24, 32]),
                        norm_cfg=dict(type='BN'))
     model.train()
     assert all(m.training for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
@@ -284,7 +284,7 @@ def test_norm_eval_with_batchnorm():
 
 def test_training_gradients_reach_every_parameter():
     torch.manual_seed(0)
-    model = PoolFormer(arch=dict(layers=[1, 1, 2, 1], embed_dims=[8, 16, 24, 32]),
+    model = PoolFormer(arch=dict(depths=[1, 1, 2, 1], embed_dims=[8, 16, 24, 32]),
                        drop_path_rate=0.1)
     model.train()
     outs = model(torch.randn(2, 3, 64, 64))

@@ -7,7 +7,7 @@ sail-sg's mmdet/mmseg checkpoints) and re-packed the way mmpretrain (classifier)
 (segmentor on ``mmpretrain.PoolFormer``) save them. The backbone must end up with exactly the
 official tensors.
 """
-import importlib.util
+import runpy
 import logging
 import os.path as osp
 from collections import OrderedDict
@@ -19,6 +19,7 @@ from mmengine.logging import MMLogger
 import mmattn  # noqa: F401
 from mmattn.models.backbones.poolformer import PoolFormer
 from mmattn.testing import load_fixture, state_dict_from_fixture
+from mmattn.utils.checkpoint import CheckpointError
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CLASSIFIER_KEYS = ['norm.weight', 'norm.bias', 'head.weight', 'head.bias']
@@ -107,8 +108,8 @@ def test_sail_classifier_release(tmp_path, cls_sd, log_lines):
     assert_holds(model, cls_sd, skip=CLASSIFIER_KEYS)
     assert_default_norms(model, ['norm0', 'norm2', 'norm4', 'norm6'])  # as poolformer_s12_feat does
     text = '\n'.join(log_lines)
-    assert 'dropped classifier-only keys: norm.weight, norm.bias, head.weight, head.bias' in text
-    assert 'norm0.weight' in text  # the output norms left at init are listed too
+    assert 'not loaded from ' + path + ': norm.weight, norm.bias, head.weight, head.bias' in text
+    assert 'keep their initialisation: norm0.weight' in text  # output norms left at init
 
 
 def test_mmpretrain_classifier(tmp_path, cls_sd, log_lines):
@@ -129,8 +130,9 @@ def test_mmpretrain_classifier(tmp_path, cls_sd, log_lines):
         assert_holds(model, cls_sd, skip=CLASSIFIER_KEYS)
         # mmpretrain's norm6 is the classifier's final norm (sail-sg's `norm`): dropped like it
         assert_default_norms(model, ['norm0', 'norm2', 'norm4', 'norm6'])
-        assert 'backbone.norm6.weight' in '\n'.join(log_lines) and 'head.fc.weight' in '\n'.join(
-            log_lines)
+        text = '\n'.join(log_lines)
+        assert 'not loaded from' in text and 'backbone.norm6.weight' in text
+        assert "ignored 2 keys outside 'backbone.'" in text and 'head.fc.weight' in text
 
 
 # ------------------------------------------------------------------------ detection/segmentation
@@ -139,7 +141,7 @@ def test_sail_mmdet_checkpoint(tmp_path, dense_sd, log_lines):
     model = build_and_init(path, 'backbone.')
     assert_holds(model, dense_sd)
     assert set(model.state_dict()) == set(dense_sd)
-    assert 'ignored 2 keys outside the backbone' in '\n'.join(log_lines)
+    assert "ignored 2 keys outside 'backbone.'" in '\n'.join(log_lines)
 
 
 def test_sail_retinanet_checkpoint_without_norm0(tmp_path, dense_sd, log_lines):
@@ -152,15 +154,15 @@ def test_sail_retinanet_checkpoint_without_norm0(tmp_path, dense_sd, log_lines):
     log_lines.clear()
     model = build_and_init(path, 'backbone.')
     assert_default_norms(model, ['norm0'])
-    assert any('keep their init' in line and 'norm0.weight' in line for line in log_lines)
+    assert any('keep their initialisation' in line and 'norm0.weight' in line
+               for line in log_lines)
 
 
 def test_dense_checkpoint_into_fewer_outputs(tmp_path, dense_sd, log_lines):
     path = save(tmp_path, 'seg.pth', mmdet_checkpoint(dense_sd))
     model = build_and_init(path, 'backbone.', out_indices=(1, 2, 3))
     assert_holds(model, dense_sd, skip=['norm0.weight', 'norm0.bias'])
-    assert 'dropped output norms not in out_indices: norm0.weight, norm0.bias' in '\n'.join(
-        log_lines)
+    assert ': backbone.norm0.weight, backbone.norm0.bias' in '\n'.join(log_lines)
 
 
 def test_mmseg_segmentor_on_mmpretrain_poolformer(tmp_path, dense_sd):
@@ -177,15 +179,15 @@ def test_mmseg_segmentor_on_mmpretrain_poolformer(tmp_path, dense_sd):
 # ------------------------------------------------------------------------------------------ errors
 def test_other_arch_is_one_clear_error(tmp_path):
     path = save(tmp_path, 's24.pth', PoolFormer('s24').state_dict())
-    with pytest.raises(RuntimeError,
-                       match=r's24\.pth is not a checkpoint of this PoolFormer.*'
+    with pytest.raises(CheckpointError,
+                       match=r's24\.pth does not fit this PoolFormer.*'
                        r'unexpected keys: network\.0\.2\.'):
         build_and_init(path)
 
 
 def test_width_mismatch_names_shapes(tmp_path):
     path = save(tmp_path, 'm36.pth', PoolFormer('m36').state_dict())
-    with pytest.raises(RuntimeError,
+    with pytest.raises(CheckpointError,
                        match=r'm36\.pth.*shape mismatches: patch_embed\.proj\.weight: '
                        r'checkpoint \(96, 3, 7, 7\) vs model \(64, 3, 7, 7\)'):
         PoolFormer('s36', init_cfg=dict(type='Pretrained', checkpoint=path)).init_weights()
@@ -194,7 +196,7 @@ def test_width_mismatch_names_shapes(tmp_path):
 def test_truncated_checkpoint_names_missing_keys(tmp_path, cls_sd):
     sd = OrderedDict((k, v) for k, v in cls_sd.items() if not k.startswith('network.4.5.'))
     path = save(tmp_path, 'truncated.pth', sd)
-    with pytest.raises(RuntimeError,
+    with pytest.raises(CheckpointError,
                        match=r'truncated\.pth.*missing keys: network\.4\.5\.layer_scale_1'):
         build_and_init(path)
 
@@ -207,8 +209,8 @@ def test_checkpoint_of_another_model(tmp_path):
                 'layer1.0.conv1.weight': torch.zeros(64, 64, 1, 1)
             }
         })
-    with pytest.raises(RuntimeError,
-                       match=r'resnet50\.pth holds no PoolFormer weights.*conv1\.weight'):
+    with pytest.raises(CheckpointError,
+                       match=r'resnet50\.pth holds no poolformer weights.*conv1\.weight'):
         build_and_init(path)
 
 
@@ -226,30 +228,45 @@ def test_other_init_cfg_entries_still_apply(tmp_path, cls_sd):
 
 # --------------------------------------------------------------------------------------- converter
 def load_converter():
-    spec = importlib.util.spec_from_file_location(
-        'poolformer2mmattn', osp.join(ROOT, 'tools', 'model_converters', 'poolformer2mmattn.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return runpy.run_path(osp.join(ROOT, 'tools', 'model_converters', 'convert.py'))['main']
 
 
 def test_converter_script(tmp_path, cls_sd, dense_sd, capsys):
     convert = load_converter()
     src = save(tmp_path, 'poolformer_s12.pth.tar', cls_sd)
     dst = str(tmp_path / 'out' / 'poolformer_s12_mmattn.pth')
-    convert.main([src, dst])
-    out = torch.load(dst, weights_only=True)
+    convert(['--model', 'poolformer', src, dst])
+    out = torch.load(dst, weights_only=True)['state_dict']
     assert list(out) == [k for k in cls_sd if k not in CLASSIFIER_KEYS]
     assert all(torch.equal(out[k], cls_sd[k]) for k in out)
     printed = capsys.readouterr().out
-    assert 'arch s12' in printed and 'head.weight' in printed
+    assert 'poolformer PoolFormer' in printed and 'head.weight' in printed
     assert_holds(build_and_init(dst), cls_sd, skip=CLASSIFIER_KEYS)
 
+    # a detector: the whole model, backbone converted under its prefix (load_from / prefix=)
     src = save(tmp_path, 'det.pth', mmdet_checkpoint(dense_sd))
-    convert.main([src, dst, '--prefix', 'backbone.'])
-    out = torch.load(dst, weights_only=True)
-    assert list(out) == list(dense_sd) and all(torch.equal(out[k], dense_sd[k]) for k in out)
+    convert(['--model', 'poolformer', src, dst, '--prefix', 'backbone.'])
+    out = torch.load(dst, weights_only=True)['state_dict']
+    assert set(out) == {'backbone.' + k for k in dense_sd} | {
+        'neck.lateral_convs.0.conv.weight', 'bbox_head.retina_cls.weight'}
+    assert all(torch.equal(out['backbone.' + k], v) for k, v in dense_sd.items())
+    assert_holds(build_and_init(dst, 'backbone.'), dense_sd)
 
     bad = save(tmp_path, 'bad.pth', {'conv1.weight': torch.zeros(1)})
-    with pytest.raises(SystemExit, match='bad.pth'):
-        convert.main([bad, dst])
+    with pytest.raises(SystemExit, match='bad.pth: cannot convert'):
+        convert(['--model', 'poolformer', bad, str(tmp_path / 'never.pth')])
+    assert not (tmp_path / 'never.pth').exists()
+
+
+def test_converter_refuses_another_models_file(tmp_path):
+    """A BiFormer-shaped file given as PoolFormer, and a PoolFormer file given as Agent-Swin (same
+    stem key name): an error naming the keys, nothing written."""
+    convert = load_converter()
+    src = save(tmp_path, 's12.pth', PoolFormer('s12').state_dict())
+    with pytest.raises(SystemExit, match=r's12\.pth: cannot convert.*(no AgentSwinTransformer arch'
+                       r'|does not fit)'):
+        convert(['--model', 'agent_swin', src, str(tmp_path / 'x.pth')])
+    src = save(tmp_path, 'biformer.pth', {'downsample_layers.0.0.weight': torch.zeros(32, 3, 3, 3)})
+    with pytest.raises(SystemExit, match=r'biformer\.pth: cannot convert.*holds no poolformer'):
+        convert(['--model', 'poolformer', src, str(tmp_path / 'x.pth')])
+    assert not (tmp_path / 'x.pth').exists()

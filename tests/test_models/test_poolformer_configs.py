@@ -9,6 +9,7 @@ import torch
 
 import mmattn  # noqa: F401  (config compatibility patches: mmdet:: / mmseg:: bases)
 from mmattn.models.backbones.poolformer import PoolFormer
+from mmattn.testing.runs import short_run_config
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 FULL = sorted(p for p in glob.glob(osp.join(REPO, 'configs/poolformer/*.py')) if 'sample' not in p)
@@ -78,32 +79,12 @@ def test_full_config_loads_official_classifier(path, tmp_path):
     assert len(feats) == (5 if 'rcnn' in path or 'retinanet' in path else 4)
 
 
-def two_iteration_cfg(path: str, work_dir: str):
-    from mmattn.utils.runner import load_config
-    cfg = load_config(path)
-    cfg.work_dir = work_dir
-    for key in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
-        cfg[key].num_workers = 0
-        cfg[key].persistent_workers = False
-    cfg.train_dataloader.batch_size = 2
-    cfg.train_dataloader.dataset.indices = 4
-    for key in ('val_dataloader', 'test_dataloader'):  # the loop validates after the last iteration
-        cfg[key].batch_size = 1
-        cfg[key].dataset.indices = 2
-    cfg.train_cfg = dict(type='IterBasedTrainLoop', max_iters=2, val_interval=2)
-    cfg.param_scheduler = [dict(type='ConstantLR', factor=1.0, by_epoch=False)]
-    cfg.default_hooks.checkpoint = dict(type='CheckpointHook', by_epoch=False, interval=2)
-    cfg.default_hooks.logger = dict(type='LoggerHook', interval=1, log_metric_by_epoch=False)
-    cfg.log_processor = dict(by_epoch=False)
-    return cfg
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize('path', SAMPLE, ids=osp.basename)
 def test_sample_config_trains_two_iterations(path, tmp_path):
     from mmattn.utils.runner import build_runner
     torch.set_num_threads(2)
-    runner = build_runner(two_iteration_cfg(path, str(tmp_path)))
+    runner = build_runner(short_run_config(path, str(tmp_path)))
     backbone = runner.model.backbone
     assert isinstance(backbone, PoolFormer) and backbone.init_cfg is None
     before = {k: v.clone() for k, v in backbone.state_dict().items()}

@@ -15,6 +15,7 @@ from mmattn.models.layers.agent_attention import AgentAttention
 from mmattn.models.layers.linear_attention import SimplifiedLinearAttention
 from mmattn.models.layers.prepbn import LinearNorm, RepBN, TokenBatchNorm, switch_to_deploy
 from mmattn.testing import generate, load_fixture, max_rel_error, state_dict_from_fixture
+from mmattn.testing.runs import short_run_config
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 TOL = 1e-4
@@ -309,6 +310,7 @@ def test_window_blocks_match_mmdet_swin(arch):
 @pytest.mark.parametrize('family', ['agent_swin', 'slab_swin'])
 def test_init_cfg_loads_official_checkpoints(family, tmp_path):
     from mmattn.registry import MODELS
+    from mmattn.utils.checkpoint import CheckpointError
     fx = _fx(f'{family}_t.dense')
     name = 'mmattn.AgentSwinTransformer' if family == 'agent_swin' else 'mmattn.SLABSwinTransformer'
     dense_sd = state_dict_from_fixture(fx)
@@ -323,10 +325,15 @@ def test_init_cfg_loads_official_checkpoints(family, tmp_path):
     with torch.no_grad():
         assert max_rel_error(model(fx['inputs']['256x320']), fx['outputs']['256x320']) <= TOL
 
-    # detector checkpoint without prefix: one clear error
-    bad = MODELS.build(dict(type=name, init_cfg=dict(type='Pretrained',
+    # detector checkpoint without prefix: the backbone is found under 'backbone.'
+    found = MODELS.build(dict(type=name, arch='tiny', init_cfg=dict(
+        type='Pretrained', checkpoint=str(tmp_path / 'det.pth'))))
+    found.init_weights()
+    assert all(torch.equal(found.state_dict()[k], v) for k, v in model.state_dict().items())
+    # a prefix the file does not have: one clear error
+    bad = MODELS.build(dict(type=name, init_cfg=dict(type='Pretrained', prefix='detector.',
                                                      checkpoint=str(tmp_path / 'det.pth'))))
-    with pytest.raises(KeyError, match="prefix='backbone.'"):
+    with pytest.raises(CheckpointError, match=r"det\.pth: no keys under prefix 'detector\.'"):
         bad.init_weights()
 
     # classifier checkpoint {'model': sd}: trunk loaded, output norms stay at init
@@ -346,8 +353,18 @@ def test_init_cfg_loads_official_checkpoints(family, tmp_path):
     # wrong arch: an error naming the file and the keys
     small = MODELS.build(dict(type=name, arch='small', init_cfg=dict(
         type='Pretrained', checkpoint=str(tmp_path / 'cls.pth'))))
-    with pytest.raises(RuntimeError, match='(?s)cls.pth does not fit.*missing keys'):
+    with pytest.raises(CheckpointError, match=r'cls\.pth does not fit this \w+.*missing keys'):
         small.init_weights()
+
+    # init_cfg as a list (used to be ignored): the other entries apply, then the checkpoint
+    listed = MODELS.build(dict(type=name, init_cfg=[
+        dict(type='Constant', layer='LayerNorm', val=2.0, bias=0.5),
+        dict(type='Pretrained', checkpoint=str(tmp_path / 'cls.pth'))]))
+    listed.init_weights()
+    own = listed.state_dict()
+    assert torch.equal(own['layers.0.blocks.0.mlp.fc1.weight'],
+                       cls_sd['layers.0.blocks.0.mlp.fc1.weight'])
+    assert torch.all(own['norm0.weight'] == 2.0)  # not in the classifier file: Constant init
 
 
 @pytest.mark.parametrize('family', ['agent_swin', 'slab_swin'])
@@ -359,7 +376,7 @@ def test_converter_script(family, tmp_path):
     script = osp.join(REPO, 'tools', 'model_converters', f'{family}2mmattn.py')
     subprocess.run([sys.executable, script, str(tmp_path / 'det.pth'), str(tmp_path / 'out.pth')],
                    check=True, cwd=REPO, capture_output=True)
-    out = torch.load(tmp_path / 'out.pth', weights_only=False)['state_dict']
+    out = torch.load(tmp_path / 'out.pth', weights_only=True)['state_dict']
     model, _ = _dense_model(family)
     model.load_state_dict({k[9:]: v for k, v in out.items() if k.startswith('backbone.')},
                           strict=True)
@@ -371,10 +388,29 @@ def test_converter_script(family, tmp_path):
     torch.save({'model': cls_sd}, tmp_path / 'cls.pth')
     subprocess.run([sys.executable, script, str(tmp_path / 'cls.pth'), str(tmp_path / 'out2.pth')],
                    check=True, cwd=REPO, capture_output=True)
-    out = torch.load(tmp_path / 'out2.pth', weights_only=False)['state_dict']
+    out = torch.load(tmp_path / 'out2.pth', weights_only=True)['state_dict']
     missing, unexpected = model.load_state_dict(out, strict=False)
     assert not unexpected and sorted(missing) == sorted(
         f'norm{i}.{p}' for i in range(4) for p in ('weight', 'bias'))
+
+
+@pytest.mark.parametrize('family', ['agent_swin', 'slab_swin'])
+def test_converter_refuses_empty_and_other_models(family, tmp_path):
+    """An empty checkpoint, the other family's checkpoint and a PoolFormer's (same stem key
+    name): an error naming the file, and no output."""
+    other = 'slab_swin' if family == 'agent_swin' else 'agent_swin'
+    import runpy
+    convert = runpy.run_path(osp.join(REPO, 'tools', 'model_converters', 'convert.py'))['main']
+    torch.save({}, tmp_path / 'empty.pth')
+    torch.save({'state_dict': {}, 'meta': {}}, tmp_path / 'empty_sd.pth')
+    torch.save({'model': state_dict_from_fixture(_fx(f'{other}_t.cls'))}, tmp_path / 'other.pth')
+    from mmattn.models.backbones.poolformer import PoolFormer
+    torch.save(PoolFormer('s12').state_dict(), tmp_path / 'poolformer.pth')
+    for name in ('empty.pth', 'empty_sd.pth', 'other.pth', 'poolformer.pth'):
+        out = tmp_path / f'out_{name}'
+        with pytest.raises(SystemExit, match=f'{name}: cannot convert'):
+            convert(['--model', family, str(tmp_path / name), str(out)])
+        assert not out.exists()
 
 
 def test_slab_detection_checkpoint_gets_warm_counters():
@@ -395,7 +431,7 @@ def _calibrated_slab_tiny():
     model.load_state_dict(convert_slab_swin(state_dict_from_fixture(fx)))
     for m in model.modules():
         if isinstance(m, LinearNorm):
-            m.set_step(m.total_step.item())  # lam = 0: RepBN only
+            m.set_step(m.total_step)  # lam = 0: RepBN only
         if isinstance(m, nn.BatchNorm1d):
             m.reset_running_stats()
             m.momentum = None
@@ -510,8 +546,11 @@ def test_slab_norm_eval_and_frozen_stages():
     bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm1d)]
     assert bns and not any(m.training for m in bns)
     assert not any(p.requires_grad for p in model.patch_embed.parameters())
-    assert not any(p.requires_grad for p in model.layers[1].parameters())
-    assert not model.layers[1].training and not model.norm1.training
+    assert not any(p.requires_grad for p in model.layers[1].blocks.parameters())
+    assert not any(p.requires_grad for p in model.layers[0].downsample.parameters())
+    assert not model.layers[1].blocks.training and not model.norm1.training
+    # the merging after stage 1 feeds stage 2: it trains (mmdet's Swin would freeze it)
+    assert all(p.requires_grad for p in model.layers[1].downsample.parameters())
     assert all(p.requires_grad for p in model.layers[2].parameters())
     assert model.layers[2].training and model.norm2.training
     model = SLABSwinTransformer('tiny', norm_eval=False).train()
@@ -628,25 +667,6 @@ def test_swin_block_rejects_bad_config():
 # --------------------------------------------------------------------------------------------
 # configs: two training iterations on the bundled sample data
 # --------------------------------------------------------------------------------------------
-def _two_iteration_cfg(path, work_dir):
-    from mmattn.utils.runner import load_config
-    cfg = load_config(path)
-    cfg.work_dir = str(work_dir)
-    for key in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
-        cfg[key].num_workers = 0
-        cfg[key].persistent_workers = False
-    cfg.train_dataloader.batch_size = 2
-    cfg.train_dataloader.dataset.indices = 4
-    cfg.val_dataloader.dataset.indices = 1
-    cfg.test_dataloader.dataset.indices = 1
-    cfg.train_cfg = dict(type='IterBasedTrainLoop', max_iters=2, val_interval=2)
-    cfg.param_scheduler = [dict(type='ConstantLR', factor=1.0, by_epoch=False)]
-    cfg.default_hooks.checkpoint = dict(type='CheckpointHook', by_epoch=False, interval=2)
-    cfg.default_hooks.logger = dict(type='LoggerHook', interval=1, log_metric_by_epoch=False)
-    cfg.log_processor = dict(by_epoch=False)
-    return cfg
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize('config', [
     'configs/agent_swin/mask-rcnn_agent-swin-t_fpn_sample-coco.py',
@@ -656,7 +676,7 @@ def test_sample_config_trains_two_iterations(config, tmp_path):
     import mmattn  # noqa: F401  (config compatibility patches)
     from mmattn.utils.runner import build_runner
     torch.set_num_threads(2)
-    cfg = _two_iteration_cfg(osp.join(REPO, config), tmp_path)
+    cfg = short_run_config(osp.join(REPO, config), tmp_path, num_val=1)
     runner = build_runner(cfg)
     backbone = runner.model.backbone
     before = {k: v.clone() for k, v in backbone.state_dict().items()}

@@ -7,7 +7,7 @@ from typing import Dict, List, Optional
 
 from mmengine.config import Config
 
-from mmattn.utils.runner import load_config
+from mmattn.testing.runs import short_run_config
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 DET_CONFIG = osp.join(ROOT, 'configs/sample/fcos_r18_fpn_sample-coco.py')
@@ -24,21 +24,11 @@ def data_options(num_train: int = 4, num_val: int = 2, batch_size: int = 2) -> L
     return opts
 
 
-def iter_config(path: str, work_dir: str, iters: int, **kwargs) -> Config:
+def iter_config(path: str, work_dir: str, iters: int, num_train: int = 4, num_val: int = 2,
+                batch_size: int = 2) -> Config:
     """A sample config cut to ``iters`` training iterations, a checkpoint after each iteration."""
-    from mmengine.config import DictAction
-    import argparse
-    parser = argparse.ArgumentParser()
-    parser.add_argument('--o', nargs='+', action=DictAction)
-    opts = parser.parse_args(['--o', *data_options(**kwargs)]).o
-    cfg = load_config(path, opts)
-    cfg.work_dir = work_dir
-    cfg.train_cfg = dict(type='IterBasedTrainLoop', max_iters=iters, val_interval=iters)
-    cfg.param_scheduler = [dict(type='ConstantLR', factor=1.0, by_epoch=False)]
-    cfg.default_hooks.checkpoint = dict(type='CheckpointHook', by_epoch=False, interval=1)
-    cfg.default_hooks.logger = dict(type='LoggerHook', interval=1, log_metric_by_epoch=False)
-    cfg.log_processor = dict(by_epoch=False)
-    return cfg
+    return short_run_config(path, work_dir, iters, num_train=num_train, num_val=num_val,
+                            batch_size=batch_size, checkpoint_interval=1)
 
 
 def run_tool(args: List[str], timeout: float = 900, env: Optional[Dict[str, str]] = None,

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import mmattn  # noqa: F401
-from mmattn.utils.checkpoint import check_checkpoint
+from mmattn.utils.checkpoint import CheckpointError, check_checkpoint
 from mmattn.utils.runner import build_runner, check_data_paths, load_config
 
 from ._utils import DET_CONFIG, ROOT, iter_config, run_tool
@@ -53,7 +53,7 @@ def test_checkpoint_of_another_model_names_the_file(tmp_path):
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.BatchNorm2d(8))
     other = tmp_path / 'resnet_cls.pth'
     torch.save({'state_dict': {'fc.weight': torch.zeros(10, 4)}}, other)
-    with pytest.raises(ValueError, match='resnet_cls.pth does not hold this model.*0/7'):
+    with pytest.raises(CheckpointError, match='resnet_cls.pth does not hold this model.*0/7'):
         check_checkpoint(model, str(other))
     good = tmp_path / 'good.pth'
     torch.save({'meta': {}, 'state_dict': model.state_dict()}, good)
@@ -66,3 +66,24 @@ def test_test_tool_rejects_missing_checkpoint():
     res = run_tool(['tools/test.py', DET_CONFIG, '/nonexistent/epoch_1.pth'], timeout=300)
     assert res.returncode != 0
     assert 'checkpoint not found: /nonexistent/epoch_1.pth' in res.stderr
+
+
+@pytest.mark.slow
+def test_train_and_test_reject_another_models_checkpoint(tmp_path):
+    """One rule for tools/train.py (load_from, --resume CKPT) and tools/test.py: a checkpoint of
+    another model is rejected before anything runs, naming the file and keys."""
+    other = tmp_path / 'resnet_cls.pth'
+    torch.save({'state_dict': {'fc.weight': torch.zeros(10, 4)}, 'meta': {}}, other)
+    expected = f'{other} does not hold this model'
+    opts = ['--cfg-options', f'load_from={other}', 'train_dataloader.num_workers=0',
+            'val_dataloader.num_workers=0']
+    res = run_tool(['tools/train.py', DET_CONFIG, '--work-dir', str(tmp_path / 'train'), *opts],
+                   timeout=600)
+    assert res.returncode != 0 and expected in res.stderr, res.stderr[-3000:]
+    assert 'Epoch(train)' not in res.stdout + res.stderr
+    res = run_tool(['tools/train.py', DET_CONFIG, '--work-dir', str(tmp_path / 'resume'),
+                    '--resume', str(other)], timeout=600)
+    assert res.returncode != 0 and expected in res.stderr, res.stderr[-3000:]
+    res = run_tool(['tools/test.py', DET_CONFIG, str(other), '--work-dir', str(tmp_path / 'test')],
+                   timeout=600)
+    assert res.returncode != 0 and expected in res.stderr, res.stderr[-3000:]

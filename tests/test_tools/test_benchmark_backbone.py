@@ -11,7 +11,7 @@ from mmattn.models.backbones.poolformer import PoolFormer
 from mmattn.testing import max_rel_error
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-TINY = "dict(type='mmattn.PoolFormer', arch=dict(layers=[1, 1, 1, 1], embed_dims=[8, 16, 24, 32]))"
+TINY = "dict(type='mmattn.PoolFormer', arch=dict(depths=[1, 1, 1, 1], embed_dims=[8, 16, 24, 32]))"
 
 
 @pytest.fixture(scope='module')
@@ -46,8 +46,8 @@ def test_sync_gives_timm_poolformer_the_same_weights(tool):
 
 
 def test_sync_refuses_a_reference_it_cannot_fill(tool):
-    small = PoolFormer(arch=dict(layers=[1, 1, 1, 1], embed_dims=[8, 16, 24, 32]))
-    wide = PoolFormer(arch=dict(layers=[1, 1, 1, 1], embed_dims=[8, 16, 24, 40]))
+    small = PoolFormer(arch=dict(depths=[1, 1, 1, 1], embed_dims=[8, 16, 24, 32]))
+    wide = PoolFormer(arch=dict(depths=[1, 1, 1, 1], embed_dims=[8, 16, 24, 40]))
     with pytest.raises(SystemExit, match='no partner'):
         tool.sync_weights(small, wide)
 

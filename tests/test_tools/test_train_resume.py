@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import mmattn  # noqa: F401
+from mmattn.utils.checkpoint import load_file
 from mmattn.utils.runner import build_runner
 
 from ._utils import (DET_CONFIG, LIDAR_CONFIG, ROOT, SEG_CONFIG, data_options, iter_config,
@@ -19,7 +20,8 @@ pytestmark = pytest.mark.slow
 
 
 def _weights(path):
-    return torch.load(path, map_location='cpu', weights_only=False)
+    """A Runner checkpoint, read as every checkpoint is: weights_only=True + mmengine's classes."""
+    return load_file(path, map_location='cpu')
 
 
 @pytest.mark.parametrize('config', [DET_CONFIG, SEG_CONFIG, LIDAR_CONFIG],

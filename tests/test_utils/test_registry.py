@@ -30,3 +30,42 @@ def test_mmdet_component_built_from_inside_mmattn_scope():
         loss = DET_MODELS.build(dict(type='FocalLoss', use_sigmoid=True))
     out = loss(torch.zeros(4, 3), torch.tensor([0, 1, 2, 3]))
     assert out.ndim == 0
+
+
+LAZY_PROBE = r'''
+import sys
+import mmattn.models  # noqa: F401
+from mmattn.registry import MODELS
+from mmengine.registry import DefaultScope
+heavy = [m for m in ('mmdet', 'mmdet3d', 'mmseg') if m in sys.modules]
+assert not heavy, f'import mmattn.models imported {heavy}'
+assert MODELS.get('PoolFormer').__name__ == 'PoolFormer'
+assert 'mmdet3d' not in sys.modules
+# a lazily registered class is found by name (as a config names it), from another scope too
+from mmdet3d.registry import MODELS as DET3D_MODELS
+with DefaultScope.overwrite_default_scope('mmdet3d'):
+    assert DET3D_MODELS.get('mmattn.ScatterFormer').__name__ == 'ScatterFormer'
+    assert DET3D_MODELS.get('mmattn.CenterHeadIoU').__name__ == 'CenterHeadIoU'
+from mmattn.models.necks import CascadeDEDBackbone  # noqa: F401  (module attribute, lazily)
+print('LAZY OK')
+'''
+
+
+def test_models_import_only_what_a_class_needs():
+    """``import mmattn.models`` imports no task package; a class built on one (ScatterFormer on
+    mmdet3d) imports it when a config names it."""
+    import os.path as osp
+    import subprocess
+    import sys
+    root = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+    res = subprocess.run([sys.executable, '-c', LAZY_PROBE], cwd=root, capture_output=True,
+                         text=True, timeout=600)
+    assert res.returncode == 0 and 'LAZY OK' in res.stdout, res.stderr[-3000:]
+
+
+def test_every_lazy_name_is_registered_by_its_module():
+    import importlib
+    import mmattn.models  # noqa: F401
+    for name, module in MODELS.lazy.items():
+        importlib.import_module(module)
+        assert name in MODELS.module_dict, (name, module)

@@ -1,31 +1,8 @@
-"""Convert an official Agent-Swin (LeapLabTHU/Agent-Attention) checkpoint for mmattn.
-
-Classifier checkpoints (`{'model': sd}`) become the backbone state_dict; detector/segmentor
-checkpoints (`{'state_dict': sd}`) keep every entry, with the `backbone.*` ones converted.
-The converted file loads with `init_cfg=dict(type='Pretrained', checkpoint=DST)` (add
-`prefix='backbone.'` for a detector) or with `load_from=DST`.
-
-    python tools/model_converters/agent_swin2mmattn.py SRC DST
-"""
-import argparse
-
-import torch
-
-from mmattn.models.backbones.swin_family import convert_agent_swin, convert_official_checkpoint
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('src', help='official checkpoint')
-    parser.add_argument('dst', help='output path')
-    args = parser.parse_args()
-    ckpt = torch.load(args.src, map_location='cpu', weights_only=False)
-    if not isinstance(ckpt, dict):
-        raise SystemExit(f'{args.src}: expected a dict checkpoint, got {type(ckpt).__name__}')
-    out = convert_official_checkpoint(ckpt, convert_agent_swin)
-    torch.save(out, args.dst)
-    print(f'{args.src} -> {args.dst}: {len(out["state_dict"])} tensors')
-
+"""Alias: ``python tools/model_converters/convert.py --model agent_swin SRC DST [--prefix P]``."""
+import os.path as osp
+import runpy
+import sys
 
 if __name__ == '__main__':
-    main()
+    convert = runpy.run_path(osp.join(osp.dirname(osp.abspath(__file__)), 'convert.py'))
+    convert['main'](['--model', 'agent_swin', *sys.argv[1:]])

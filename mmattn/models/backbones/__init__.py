@@ -1,6 +1,15 @@
-"""Backbones, one file per model family. Each is registered as ``mmattn.<ClassName>``."""
-__all__: list = []
-from .swin_family import AgentSwinTransformer, SLABSwinTransformer  # noqa: F401
-from .biformer import BiFormer  # noqa: F401
-from .poolformer import PoolFormer  # noqa: F401
-from .scatterformer import ScatterFormerBackbone  # noqa: F401
+"""Backbones, one file per model family. Each is registered as ``mmattn.<ClassName>``.
+
+Backbones that need only torch / mmcv / timm are imported here; those built on a task package
+(mmseg for BEVANet) are in ``LAZY``, imported on first use (see :mod:`mmattn.models._lazy`).
+"""
+from .._lazy import lazy_getattr
+from .biformer import BiFormer
+from .poolformer import PoolFormer
+from .scatterformer import ScatterFormerBackbone
+from .swin_family import AgentSwinTransformer, SLABSwinTransformer
+
+LAZY = {'BEVANet': '.bevanet'}
+__getattr__ = lazy_getattr(__name__, LAZY)
+__all__ = ['AgentSwinTransformer', 'BiFormer', 'PoolFormer', 'SLABSwinTransformer',
+           'ScatterFormerBackbone', *LAZY]

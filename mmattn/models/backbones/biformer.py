@@ -12,34 +12,28 @@ Triton).
 Layout: NCHW between blocks, NHWC inside a block; a block is
 ``x = x + dwconv3x3(x)``; ``x = x + DropPath(attn(LN(x)))``; ``x = x + DropPath(mlp(LN(x)))``.
 """
-import warnings
+import re
 from collections import OrderedDict
-from typing import Dict, Mapping, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import torch.utils.checkpoint as cp
-from mmcv.cnn import build_norm_layer
-from mmengine.logging import MMLogger
 from mmengine.model import BaseModule
-from mmengine.runner.checkpoint import CheckpointLoader
 from timm.layers import DropPath, LayerNorm2d, trunc_normal_
 from torch import Tensor
-from torch.nn.modules.batchnorm import _BatchNorm
 
+from mmattn.models.layers.norm_layer import build_norm_layer  # mmcv's, or torch's without mmcv
 from mmattn.ops.bra import bra_attention, topk_routing
 from mmattn.registry import MODELS
-from mmattn.utils.checkpoint import state_dict_of
+from mmattn.utils.checkpoint import (CheckpointError, filter_checkpoint, match_state_dict,
+                                     register_family, strip_prefix)
+from mmattn.utils.checkpoint import init_weights as init_weights_from_cfg
+from .base import (BackboneMixin, drop_path_rates, maybe_checkpoint, parse_arch,
+                   parse_out_indices, reject_kwargs)
 
-__all__ = ['BiFormer', 'BiLevelRoutingAttention', 'convert_biformer_checkpoint']
-
-# depth and width of the released variants (official factory functions biformer_{tiny,small,base})
-ARCH_SETTINGS: Dict[str, dict] = {
-    'tiny': dict(depth=(2, 2, 8, 2), embed_dim=(64, 128, 256, 512)),
-    'small': dict(depth=(4, 4, 18, 4), embed_dim=(64, 128, 256, 512)),
-    'base': dict(depth=(4, 4, 18, 4), embed_dim=(96, 192, 384, 768)),
-}
+__all__ = ['BiFormer', 'BiLevelRoutingAttention', 'biformer_filter_fn', 'biformer_from_state_dict',
+           'convert_biformer_checkpoint']
 
 _KV_DOWNSAMPLE_MODES = ('identity', 'ada_avgpool', 'ada_maxpool', 'avgpool', 'maxpool')
 
@@ -277,47 +271,68 @@ class BiFormerBlock(nn.Module):
         return x.permute(0, 3, 1, 2)
 
 
+_STEM_KEY = 'downsample_layers.0.0.weight'
+_CLS_ONLY = ('head.', 'norm.', 'pre_logits.')
+
+
+def biformer_filter_fn(state_dict: Dict[str, Tensor], prefix: str = '',
+                       model: Optional[nn.Module] = None) -> Dict[str, Tensor]:
+    """Official BiFormer keys -> :class:`BiFormer` state_dict (the names are the official ones).
+
+    Takes the unwrapped classifier release (``downsample_layers.*``, ``stages.*``, ``norm.*``,
+    ``head.*``) or a detection/segmentation state_dict with the backbone under ``prefix``; drops
+    the classifier-only ``norm.*`` (BatchNorm2d) and ``head.*``. Given a model, the file's
+    dense-task output norms ``extra_norms.i`` of outputs the model does not return are dropped.
+    """
+    sd = strip_prefix(state_dict, prefix)
+    out = OrderedDict((k, v) for k, v in sd.items() if not k.startswith(_CLS_ONLY))
+    if model is not None:
+        own = model.state_dict()
+        out = OrderedDict((k, v) for k, v in out.items()
+                          if not (k.startswith('extra_norms.') and k not in own))
+    return out
+
+
+def biformer_from_state_dict(state_dict: Mapping[str, Tensor]) -> 'BiFormer':
+    """The :class:`BiFormer` (arch, extra-normed outputs) whose keys a filtered state_dict has."""
+    blocks: Dict[int, int] = {}
+    for k in state_dict:
+        m = re.match(r'stages\.(\d)\.(\d+)\.', k)
+        if m:
+            blocks[int(m.group(1))] = max(blocks.get(int(m.group(1)), 0), int(m.group(2)) + 1)
+    if sorted(blocks) != [0, 1, 2, 3] or any(
+            f'stages.{i}.0.norm1.weight' not in state_dict for i in range(4)):
+        raise CheckpointError(f'expected 4 BiFormer stages, found blocks in {sorted(blocks)}')
+    arch = dict(depths=tuple(blocks[i] for i in range(4)),
+                embed_dims=tuple(state_dict[f'stages.{i}.0.norm1.weight'].shape[0]
+                                 for i in range(4)))
+    name = next((n for n, s in BiFormer.arch_zoo.items()
+                 if tuple(s['depths']) == arch['depths']
+                 and tuple(s['embed_dims']) == arch['embed_dims']), None)
+    outs = tuple(i for i in range(4) if f'extra_norms.{i}.weight' in state_dict)
+    return BiFormer(arch=name or arch, out_indices=outs or (0, 1, 2, 3))
+
+
 def convert_biformer_checkpoint(checkpoint: Mapping, prefix: Optional[str] = None,
                                 filename: str = '<checkpoint>') -> 'OrderedDict[str, Tensor]':
-    """An official BiFormer checkpoint as a :class:`BiFormer` state_dict.
-
-    Accepts the classifier release (``{'model': sd}``, keys ``downsample_layers.*``, ``stages.*``,
-    ``norm.*``, ``head.*``), detection/segmentation checkpoints (``{'state_dict': sd}`` with keys
-    under ``backbone.``), a bare state_dict, or this function's own output. The classifier-only
-    ``norm.*`` (BatchNorm2d) and ``head.*`` are dropped; other keys keep their official names.
-
-    Args:
-        checkpoint: the loaded checkpoint.
-        prefix: keep only keys under this prefix (e.g. ``'backbone.'``) and strip it. With
-            ``None``, a ``backbone.`` prefix is stripped if the trunk is only found under it.
-        filename: named in errors.
-    """
-    sd = state_dict_of(checkpoint, filename)
-    if prefix is None and 'downsample_layers.0.0.weight' not in sd \
-            and 'backbone.downsample_layers.0.0.weight' in sd:
-        prefix = 'backbone.'
-    if prefix:
-        sd = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
-        if not sd:
-            raise KeyError(f'{filename}: no keys under prefix {prefix!r}')
-    if 'downsample_layers.0.0.weight' not in sd:
-        raise KeyError(f'{filename}: not a BiFormer checkpoint (no downsample_layers.0.0.weight; '
-                       f'keys e.g. {sorted(sd)[:5]})')
-    return OrderedDict((k, v) for k, v in sd.items()
-                       if not k.startswith(('head.', 'norm.', 'pre_logits.')))
+    """A loaded official BiFormer checkpoint (any container) as a :class:`BiFormer` state_dict:
+    :func:`biformer_filter_fn` after unwrapping; ``prefix=None`` finds ``''`` or ``'backbone.'``."""
+    return filter_checkpoint(checkpoint, 'biformer', prefix, None, filename)[0]
 
 
 @MODELS.register_module()
-class BiFormer(BaseModule):
+class BiFormer(BackboneMixin, BaseModule):
     """BiFormer backbone (tiny / small / base) for detection and segmentation.
 
     ``BiFormer(arch=A, n_win=16)`` is the official detection backbone ``BiFormer_mm`` and
     ``n_win=8`` the segmentation one (``auto_pad`` on, a LayerNorm2d with eps 1e-6 per output);
-    ``n_win=7, with_extra_norms=False`` is the ImageNet classifier trunk.
+    ``n_win=7, with_extra_norms=False`` is the ImageNet classifier trunk. Follows the backbone
+    contract of ``mmattn/models/backbones/README.md``.
 
     Args:
-        arch: ``'tiny'``, ``'small'``, ``'base'``, or a dict with ``depth`` and ``embed_dim``.
-        in_chans: input channels.
+        arch: ``'tiny'``, ``'small'``, ``'base'`` (:attr:`arch_zoo`), or a dict with ``depths``
+            and ``embed_dims`` (4 entries each).
+        in_channels: input channels.
         n_win: regions per side in every routing-attention block.
         auto_pad: pad each routing-attention input to a multiple of ``n_win`` (any input size).
         topks: per stage, routed regions (> 0), or -1 / -2 / 0 for global attention / global
@@ -326,29 +341,54 @@ class BiFormer(BaseModule):
         mlp_ratios, head_dim, qk_scale, side_dwconv, before_attn_dwconv, kv_downsample_mode,
         kv_per_wins, kv_downsample_ratios, param_attention, layer_scale_init_value, pre_norm,
         mlp_dwconv: the official BiFormer arguments (defaults: the released models).
-        depth, embed_dim: override ``arch``.
-        drop_path_rate: stochastic depth, linear over all blocks.
-        out_indices: stages whose (extra-normed) outputs are returned, strides 4, 8, 16, 32.
+        drop_path_rate: stochastic depth, linear from 0 over all blocks.
+        out_indices: stages (0..3, negative allowed) whose (extra-normed) outputs are returned,
+            strides 4, 8, 16, 32.
         with_extra_norms: apply the dense-task LayerNorm2d to each output (``False``: raw stage
             outputs, the classifier trunk).
-        frozen_stages: freeze stem/downsample + blocks (and output norms) of stages
-            ``0..frozen_stages`` (-1: none).
+        frozen_stages: -1 nothing; 0 the stem (``downsample_layers.0``); k the stem and stages
+            0..k-1 (each with the downsampling layer before it and its output norm). The old
+            BiFormer value k is k + 1 here.
         norm_eval: keep BatchNorm layers in eval mode while training (official detection).
-        norm_cfg: norm of the stem and downsample layers (``SyncBN`` in official segmentation).
-        disable_bn_grad: freeze BatchNorm affine parameters.
-        use_checkpoint_stages: stages run under activation checkpointing while training.
+        norm_cfg: norm of the stem and downsample layers (``SyncBN`` in official segmentation;
+            ``requires_grad=False`` replaces the official ``disable_bn_grad=True``).
+        with_cp: activation checkpointing of every block while training (the official
+            ``use_checkpoint_stages`` checkpointed whole stages).
         backend: BRA backend, see :func:`mmattn.ops.bra.bra_attention`.
-        num_classes, pe, pe_stages, kv_downsample_kernels, param_routing, diff_routing,
-        soft_routing: accepted for official-config compatibility; only the released values
-            (``pe=None``, routing flags False) are supported; ``num_classes`` is ignored.
-        pretrained: deprecated, use ``init_cfg=dict(type='Pretrained', checkpoint=...)``.
         init_cfg: ``dict(type='Pretrained', checkpoint=PATH[, prefix='backbone.'])`` loads an
             official classifier (``{'model': sd}``) or detection/segmentation checkpoint.
+
+    Official ``BiFormer_mm`` arguments that the released models do not use (``num_classes``,
+    ``pe``, ``pe_stages``, ``kv_downsample_kernels``, ``param_routing``, ``diff_routing``,
+    ``soft_routing``) and the renamed ones (``in_chans``, ``depth``, ``embed_dim``,
+    ``use_checkpoint_stages``, ``disable_bn_grad``, ``pretrained``) raise a TypeError that says
+    what to pass instead.
     """
+    # depth and width of the released variants (official factory functions biformer_{tiny,...})
+    arch_zoo: Dict[str, dict] = {
+        'tiny': dict(depths=(2, 2, 8, 2), embed_dims=(64, 128, 256, 512)),
+        'small': dict(depths=(4, 4, 18, 4), embed_dims=(64, 128, 256, 512)),
+        'base': dict(depths=(4, 4, 18, 4), embed_dims=(96, 192, 384, 768)),
+    }
+    _renamed = {
+        'in_chans': 'renamed in_channels',
+        'depth': 'pass arch=dict(depths=..., embed_dims=...)',
+        'embed_dim': 'pass arch=dict(depths=..., embed_dims=...)',
+        'use_checkpoint_stages': 'pass with_cp=True (checkpoints every block of every stage)',
+        'disable_bn_grad': "pass norm_cfg=dict(type='BN', requires_grad=False)",
+        'pretrained': "pass init_cfg=dict(type='Pretrained', checkpoint=...)",
+        'num_classes': 'the official backbone ignores it: remove it',
+        'pe': 'only pe=None (the released models) exists here: remove it',
+        'pe_stages': 'only pe=None (the released models) exists here: remove it',
+        'kv_downsample_kernels': 'the official code never reads it: remove it',
+        'param_routing': 'only detached hard routing (the released models) exists: remove it',
+        'diff_routing': 'only detached hard routing (the released models) exists: remove it',
+        'soft_routing': 'only detached hard routing (the released models) exists: remove it',
+    }
 
     def __init__(self,
                  arch: Union[str, dict] = 'tiny',
-                 in_chans: int = 3,
+                 in_channels: int = 3,
                  n_win: int = 7,
                  auto_pad: bool = True,
                  topks: Sequence[int] = (1, 4, 16, -2),
@@ -365,79 +405,51 @@ class BiFormer(BaseModule):
                  layer_scale_init_value: float = -1,
                  pre_norm: bool = True,
                  mlp_dwconv: bool = False,
-                 depth: Optional[Sequence[int]] = None,
-                 embed_dim: Optional[Sequence[int]] = None,
                  drop_path_rate: float = 0.,
                  out_indices: Sequence[int] = (0, 1, 2, 3),
                  with_extra_norms: bool = True,
                  frozen_stages: int = -1,
                  norm_eval: bool = False,
                  norm_cfg: dict = dict(type='BN'),
-                 disable_bn_grad: bool = False,
-                 use_checkpoint_stages: Sequence[int] = (),
+                 with_cp: bool = False,
                  backend: str = 'auto',
-                 num_classes: Optional[int] = None,
-                 pe: Optional[str] = None,
-                 pe_stages: Sequence[int] = (0, ),
-                 kv_downsample_kernels: Sequence[int] = (4, 2, 1, 1),
-                 param_routing: bool = False,
-                 diff_routing: bool = False,
-                 soft_routing: bool = False,
-                 pretrained: Optional[str] = None,
-                 init_cfg: Optional[dict] = None) -> None:
-        if pretrained is not None:
-            if init_cfg is not None:
-                raise ValueError('BiFormer: give init_cfg or pretrained, not both')
-            warnings.warn('BiFormer: pretrained= is deprecated, use '
-                          "init_cfg=dict(type='Pretrained', checkpoint=...)")
-            init_cfg = dict(type='Pretrained', checkpoint=pretrained)
+                 init_cfg: Optional[Union[dict, List[dict]]] = None,
+                 **unsupported) -> None:
+        reject_kwargs('BiFormer', unsupported, self._renamed)
         super().__init__(init_cfg=init_cfg)
-        if isinstance(arch, str):
-            if arch not in ARCH_SETTINGS:
-                raise ValueError(f'BiFormer: arch {arch!r} not in {sorted(ARCH_SETTINGS)}')
-            arch = ARCH_SETTINGS[arch]
-        depth = tuple(depth if depth is not None else arch['depth'])
-        embed_dim = tuple(embed_dim if embed_dim is not None else arch['embed_dim'])
-        qk_dims = [q or d for q, d in zip(qk_dims or (None, ) * 4, embed_dim)]
-        if not (len(depth) == len(embed_dim) == len(topks) == len(mlp_ratios) == 4):
-            raise ValueError('BiFormer: depth, embed_dim, topks and mlp_ratios need 4 entries')
-        if pe is not None:
-            raise NotImplementedError(f'BiFormer: pe={pe!r}; only pe=None (released models)')
-        if param_routing or diff_routing or soft_routing:
-            raise NotImplementedError(
-                'BiFormer: param_routing / diff_routing / soft_routing are not supported (the '
-                'released models use detached hard routing)')
-        out_indices = tuple(out_indices)
-        if not out_indices or any(i not in range(4) for i in out_indices):
-            raise ValueError(f'BiFormer: out_indices {out_indices} must be a subset of 0..3')
-        if not -1 <= frozen_stages <= 3:
-            raise ValueError(f'BiFormer: frozen_stages={frozen_stages} must be in -1..3')
-        del num_classes, pe_stages, kv_downsample_kernels  # official-only arguments
-        self.embed_dim = embed_dim
-        self.out_indices = out_indices
-        self.frozen_stages = frozen_stages
+        arch = parse_arch(arch, self.arch_zoo, ('depths', 'embed_dims'), (), 'BiFormer')
+        depths, embed_dims = tuple(arch['depths']), tuple(arch['embed_dims'])
+        if not (len(depths) == len(embed_dims) == len(topks) == len(mlp_ratios) == 4):
+            raise ValueError('BiFormer: arch depths / embed_dims, topks and mlp_ratios need 4 '
+                             'entries')
+        qk_dims = [q or d for q, d in zip(qk_dims or (None, ) * 4, embed_dims)]
+        self.num_stages = 4
+        self.depths = depths
+        self.embed_dims = embed_dims
+        self.out_indices = parse_out_indices(out_indices, 4, 'BiFormer')
+        self.frozen_stages = self._check_frozen_stages(frozen_stages, 4)
         self.norm_eval = norm_eval
-        self.use_checkpoint_stages = tuple(use_checkpoint_stages)
+        self.with_cp = with_cp
 
         self.downsample_layers = nn.ModuleList()
         self.downsample_layers.append(nn.Sequential(
-            nn.Conv2d(in_chans, embed_dim[0] // 2, 3, 2, 1),
-            build_norm_layer(norm_cfg, embed_dim[0] // 2)[1],
+            nn.Conv2d(in_channels, embed_dims[0] // 2, 3, 2, 1),
+            build_norm_layer(norm_cfg, embed_dims[0] // 2)[1],
             nn.GELU(),
-            nn.Conv2d(embed_dim[0] // 2, embed_dim[0], 3, 2, 1),
-            build_norm_layer(norm_cfg, embed_dim[0])[1]))
+            nn.Conv2d(embed_dims[0] // 2, embed_dims[0], 3, 2, 1),
+            build_norm_layer(norm_cfg, embed_dims[0])[1]))
         for i in range(3):
             self.downsample_layers.append(nn.Sequential(
-                nn.Conv2d(embed_dim[i], embed_dim[i + 1], 3, 2, 1),
-                build_norm_layer(norm_cfg, embed_dim[i + 1])[1]))
+                nn.Conv2d(embed_dims[i], embed_dims[i + 1], 3, 2, 1),
+                build_norm_layer(norm_cfg, embed_dims[i + 1])[1]))
 
-        dpr = [x.item() for x in torch.linspace(0, drop_path_rate, sum(depth))]
+        dpr = drop_path_rates(drop_path_rate, sum(depths))
         self.stages = nn.ModuleList()
         cur = 0
         for i in range(4):
             self.stages.append(nn.Sequential(*[
                 BiFormerBlock(
-                    embed_dim[i], drop_path=dpr[cur + j],
+                    embed_dims[i], drop_path=dpr[cur + j],
                     layer_scale_init_value=layer_scale_init_value, num_heads=qk_dims[i] // head_dim,
                     n_win=n_win, qk_dim=qk_dims[i], qk_scale=qk_scale, kv_per_win=kv_per_wins[i],
                     kv_downsample_ratio=kv_downsample_ratios[i],
@@ -445,19 +457,16 @@ class BiFormer(BaseModule):
                     param_attention=param_attention, mlp_ratio=mlp_ratios[i],
                     mlp_dwconv=mlp_dwconv, side_dwconv=side_dwconv,
                     before_attn_dwconv=before_attn_dwconv, pre_norm=pre_norm, auto_pad=auto_pad,
-                    backend=backend) for j in range(depth[i])
+                    backend=backend) for j in range(depths[i])
             ]))
-            cur += depth[i]
+            cur += depths[i]
         if with_extra_norms:
             self.extra_norms = nn.ModuleList(
-                LayerNorm2d(embed_dim[i]) if i in out_indices else nn.Identity() for i in range(4))
+                LayerNorm2d(embed_dims[i]) if i in self.out_indices else nn.Identity()
+                for i in range(4))
         else:
             self.extra_norms = None
         self.apply(self._init_official)
-        if disable_bn_grad:
-            for m in self.modules():
-                if isinstance(m, _BatchNorm):
-                    m.requires_grad_(False)
         self._freeze_stages()
 
     @staticmethod
@@ -471,67 +480,39 @@ class BiFormer(BaseModule):
             nn.init.constant_(m.weight, 1.0)
 
     def init_weights(self) -> None:
-        """Official init (done in ``__init__``), or load ``init_cfg``'s Pretrained checkpoint."""
-        if self.init_cfg is None or self.init_cfg.get('type') != 'Pretrained':
-            super().init_weights()
-            return
-        logger = MMLogger.get_current_instance()
-        filename = self.init_cfg['checkpoint']
-        ckpt = CheckpointLoader.load_checkpoint(filename, map_location='cpu', logger=logger)
-        self.load_official_state_dict(
-            convert_biformer_checkpoint(ckpt, self.init_cfg.get('prefix'), filename), filename)
-        logger.info(f'BiFormer: loaded {filename}')
-        self._is_init = True
+        """Official init (done in ``__init__``), the other ``init_cfg`` entries, then the
+        ``Pretrained`` one (official or mmattn file); see ``mmattn.utils.checkpoint.init_weights``.
+        """
+        init_weights_from_cfg(self, 'biformer')
 
     def load_official_state_dict(self, state_dict: Mapping[str, Tensor],
                                  filename: str = '<checkpoint>') -> None:
-        """Load a converted official state_dict; only the dense-task extra norms may be missing
-        (classifier checkpoints do not have them) or left over (outputs this backbone does not
-        return). Anything else raises, naming the keys."""
-        own = self.state_dict()
-        unused = [k for k in state_dict if k.startswith('extra_norms.') and k not in own]
-        if unused:
-            MMLogger.get_current_instance().info(
-                f'BiFormer: {filename}: not loading {unused} (outputs not in out_indices)')
-            state_dict = {k: v for k, v in state_dict.items() if k not in unused}
-        unexpected = [k for k in state_dict if k not in own]
-        missing = [k for k in own if k not in state_dict and not k.startswith('extra_norms.')]
-        mismatched = [f'{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}'
-                      for k, v in state_dict.items() if k in own and v.shape != own[k].shape]
-        if unexpected or missing or mismatched:
-            raise ValueError(
-                f'{filename} does not match this BiFormer (check arch / qk_dims / topks): '
-                f'{len(missing)} missing keys {missing[:5]}, {len(unexpected)} unexpected keys '
-                f'{unexpected[:5]}, {len(mismatched)} shape mismatches {mismatched[:3]}')
+        """Load a state_dict from :func:`biformer_filter_fn`; only the dense-task extra norms may
+        be missing (classifier files). Anything else raises :class:`CheckpointError`."""
+        state_dict = biformer_filter_fn(dict(state_dict), '', self)
+        report = match_state_dict(self, state_dict, _FAMILY.optional)
+        if not report.ok:
+            raise CheckpointError(f'{filename} does not fit this BiFormer (check arch / qk_dims / '
+                                  f'topks): {report.problems()}')
         self.load_state_dict(state_dict, strict=False)
 
-    def _freeze_stages(self) -> None:
-        for i in range(self.frozen_stages + 1):
-            frozen = [self.downsample_layers[i], self.stages[i]]
-            if self.extra_norms is not None:
-                frozen.append(self.extra_norms[i])
-            for m in frozen:
-                m.eval()
-                m.requires_grad_(False)
-
-    def train(self, mode: bool = True) -> 'BiFormer':
-        super().train(mode)
-        self._freeze_stages()
-        if mode and self.norm_eval:
-            for m in self.modules():
-                if isinstance(m, _BatchNorm):
-                    m.eval()
-        return self
+    def _stage_modules(self, i: int) -> List[nn.Module]:
+        if i < 0:
+            return [self.downsample_layers[0]]
+        mods = [self.stages[i]] + ([self.downsample_layers[i]] if i > 0 else [])
+        return mods + ([self.extra_norms[i]] if self.extra_norms is not None else [])
 
     def forward(self, x: Tensor) -> Tuple[Tensor, ...]:
-        """x: (N, 3, H, W) -> one (N, C_i, ceil(H / 2**(i+2)), ...) map per ``out_indices``."""
+        """x: (N, C_in, H, W) -> one (N, C_i, ceil(H / 2**(i+2)), ...) map per ``out_indices``."""
         outs = []
         for i in range(4):
             x = self.downsample_layers[i](x)
-            if i in self.use_checkpoint_stages and self.training and x.requires_grad:
-                x = cp.checkpoint(self.stages[i], x, use_reentrant=False)
-            else:
-                x = self.stages[i](x)
+            for blk in self.stages[i]:
+                x = maybe_checkpoint(blk, self.with_cp, blk.training, x)
             if i in self.out_indices:
                 outs.append(x if self.extra_norms is None else self.extra_norms[i](x).contiguous())
         return tuple(outs)
+
+
+_FAMILY = register_family('biformer', biformer_filter_fn, _STEM_KEY, optional=r'extra_norms\.',
+                          model_from_state_dict=biformer_from_state_dict)

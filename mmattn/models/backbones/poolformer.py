@@ -19,7 +19,6 @@ The state_dict layout is the official dense one, so official checkpoints need no
 classifiers and mmseg segmentors built on ``mmpretrain.PoolFormer``) into this layout;
 ``PoolFormer.init_weights`` applies it for ``init_cfg=dict(type='Pretrained', checkpoint=...)``.
 """
-import logging
 import re
 from collections import OrderedDict
 from typing import Dict, List, Optional, Sequence, Tuple, Union
@@ -27,19 +26,19 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from mmcv.cnn import build_norm_layer
-from mmengine.logging import print_log
 from mmengine.model import BaseModule
-from mmengine.runner.checkpoint import CheckpointLoader
 from timm.layers import DropPath, Mlp, trunc_normal_
-from torch.nn.modules.batchnorm import _BatchNorm
 
+from mmattn.models.layers.norm_layer import build_norm_layer  # mmcv's, or torch's without mmcv
 from mmattn.registry import MODELS
-from mmattn.utils.checkpoint import state_dict_of
+from mmattn.utils.checkpoint import (CheckpointError, filter_checkpoint, register_family,
+                                     strip_prefix, unwrap_state_dict)
+from mmattn.utils.checkpoint import init_weights as init_weights_from_cfg
+from .base import BackboneMixin, maybe_checkpoint, parse_arch, parse_out_indices, reject_kwargs
 
 __all__ = [
     'PoolFormer', 'Pooling', 'pool_reference', 'convert_poolformer_checkpoint',
-    'load_poolformer_checkpoint'
+    'poolformer_filter_fn', 'poolformer_from_state_dict'
 ]
 
 
@@ -127,13 +126,15 @@ class PoolFormerBlock(nn.Module):
 
 
 @MODELS.register_module()
-class PoolFormer(BaseModule):
+class PoolFormer(BackboneMixin, BaseModule):
     """PoolFormer backbone: the GroupNorm-ed stage outputs of the official ``poolformer_*_feat``.
 
+    Follows the backbone contract of ``mmattn/models/backbones/README.md``.
+
     Args:
-        arch: 's12', 's24', 's36', 'm36', 'm48', or a dict with ``layers`` and ``embed_dims`` (one
-            entry per stage) and optionally ``mlp_ratios`` (default 4) and
-            ``layer_scale_init_value`` (default 1e-5).
+        arch: 's12', 's24', 's36', 'm36', 'm48' (:attr:`arch_zoo`), or a dict with ``depths``
+            and ``embed_dims`` (one entry per stage) and optionally ``mlp_ratios`` (default 4)
+            and ``layer_scale_init_value`` (default 1e-5). mmpretrain's ``layers`` is ``depths``.
         in_channels: Input image channels.
         pool_size: Pooling window of the token mixer.
         out_indices: Stages (0..3, negative allowed) whose normed outputs are returned, ascending.
@@ -143,6 +144,7 @@ class PoolFormer(BaseModule):
             GroupNorms only (no running statistics): it matters only with a BatchNorm ``norm_cfg``.
         norm_cfg: Norm of the blocks and outputs. Official: GroupNorm with one group (eps 1e-5).
         drop_path_rate: Stochastic depth; block b of n gets ``drop_path_rate * b / (n - 1)``.
+        with_cp: Activation checkpointing of every block while training.
         init_cfg: mmengine init config. ``dict(type='Pretrained', checkpoint=PATH_OR_URL)`` (with
             ``prefix='backbone.'`` for detectors) loads any official PoolFormer checkpoint layout
             (see ``convert_poolformer_checkpoint``).
@@ -150,19 +152,18 @@ class PoolFormer(BaseModule):
     Input (B, in_channels, H, W), any H, W; output a tuple of (B, C_i, ~H/2^(i+2), ~W/2^(i+2)).
     """
 
-    arch_settings: Dict[str, dict] = {
-        's12': dict(layers=[2, 2, 6, 2], embed_dims=[64, 128, 320, 512],
+    arch_zoo: Dict[str, dict] = {
+        's12': dict(depths=[2, 2, 6, 2], embed_dims=[64, 128, 320, 512],
                     layer_scale_init_value=1e-5),
-        's24': dict(layers=[4, 4, 12, 4], embed_dims=[64, 128, 320, 512],
+        's24': dict(depths=[4, 4, 12, 4], embed_dims=[64, 128, 320, 512],
                     layer_scale_init_value=1e-5),
-        's36': dict(layers=[6, 6, 18, 6], embed_dims=[64, 128, 320, 512],
+        's36': dict(depths=[6, 6, 18, 6], embed_dims=[64, 128, 320, 512],
                     layer_scale_init_value=1e-6),
-        'm36': dict(layers=[6, 6, 18, 6], embed_dims=[96, 192, 384, 768],
+        'm36': dict(depths=[6, 6, 18, 6], embed_dims=[96, 192, 384, 768],
                     layer_scale_init_value=1e-6),
-        'm48': dict(layers=[8, 8, 24, 8], embed_dims=[96, 192, 384, 768],
+        'm48': dict(depths=[8, 8, 24, 8], embed_dims=[96, 192, 384, 768],
                     layer_scale_init_value=1e-6),
     }
-    _arch_keys = {'layers', 'embed_dims', 'mlp_ratios', 'layer_scale_init_value'}
 
     def __init__(self,
                  arch: Union[str, dict] = 's12',
@@ -173,35 +174,40 @@ class PoolFormer(BaseModule):
                  norm_eval: bool = False,
                  norm_cfg: dict = dict(type='GN', num_groups=1),
                  drop_path_rate: float = 0.,
-                 init_cfg: Optional[Union[dict, List[dict]]] = None):
+                 with_cp: bool = False,
+                 init_cfg: Optional[Union[dict, List[dict]]] = None,
+                 **unsupported):
+        reject_kwargs('PoolFormer', unsupported, {
+            'in_chans': 'renamed in_channels',
+            'layers': "pass arch=dict(depths=..., embed_dims=...)",
+            'pretrained': "pass init_cfg=dict(type='Pretrained', checkpoint=...)"})
         super().__init__(init_cfg=init_cfg)
-        arch = self._parse_arch(arch)
-        layers, dims = arch['layers'], arch['embed_dims']
+        if isinstance(arch, dict) and 'layers' in arch:
+            raise ValueError("PoolFormer: arch key 'layers' is called 'depths' here")
+        arch = parse_arch(arch, self.arch_zoo, ('depths', 'embed_dims'),
+                          ('mlp_ratios', 'layer_scale_init_value'), 'PoolFormer')
+        depths, dims = list(arch['depths']), list(arch['embed_dims'])
+        if len(depths) != len(dims):
+            raise ValueError(f'PoolFormer: arch depths {depths} and embed_dims {dims} differ in '
+                             'length')
         mlp_ratios = arch.get('mlp_ratios', 4)
         if not isinstance(mlp_ratios, (list, tuple)):
-            mlp_ratios = [mlp_ratios] * len(layers)
-        self.num_stages = len(layers)
-        self.embed_dims = list(dims)
-
-        if isinstance(out_indices, int):
-            out_indices = [out_indices]
-        out = sorted({i + self.num_stages if i < 0 else i for i in out_indices})
-        if not out or out[0] < 0 or out[-1] >= self.num_stages:
-            raise ValueError(f'out_indices {tuple(out_indices)} must be stage indices in '
-                             f'[-{self.num_stages}, {self.num_stages})')
-        self.out_indices = tuple(out)
-        if not -1 <= frozen_stages <= self.num_stages:
-            raise ValueError(f'frozen_stages={frozen_stages} must be in [-1, {self.num_stages}]')
-        self.frozen_stages = frozen_stages
+            mlp_ratios = [mlp_ratios] * len(depths)
+        self.num_stages = len(depths)
+        self.depths = depths
+        self.embed_dims = dims
+        self.out_indices = parse_out_indices(out_indices, self.num_stages, 'PoolFormer')
+        self.frozen_stages = self._check_frozen_stages(frozen_stages, self.num_stages)
         self.norm_eval = norm_eval
+        self.with_cp = with_cp
 
         self.patch_embed = PatchEmbed(in_channels, dims[0], 7, stride=4, padding=2)
-        total = sum(layers)
+        total = sum(depths)
         network = []
-        for i, depth in enumerate(layers):
+        for i, depth in enumerate(depths):
             if i > 0:
                 network.append(PatchEmbed(dims[i - 1], dims[i], 3, stride=2, padding=1))
-            first = sum(layers[:i])
+            first = sum(depths[:i])
             network.append(nn.Sequential(*[
                 PoolFormerBlock(
                     dims[i],
@@ -224,25 +230,6 @@ class PoolFormer(BaseModule):
                     nn.init.zeros_(fc.bias)
         self._freeze_stages()
 
-    @classmethod
-    def _parse_arch(cls, arch: Union[str, dict]) -> dict:
-        if isinstance(arch, str):
-            if arch.lower() not in cls.arch_settings:
-                raise ValueError(f'unknown PoolFormer arch {arch!r}; choose from '
-                                 f'{sorted(cls.arch_settings)} or pass a dict')
-            return cls.arch_settings[arch.lower()]
-        if not isinstance(arch, dict) or not {'layers', 'embed_dims'} <= set(arch):
-            raise ValueError(
-                f'a PoolFormer arch dict needs "layers" and "embed_dims", got {arch!r}')
-        unknown = set(arch) - cls._arch_keys
-        if unknown:
-            raise ValueError(f'unknown PoolFormer arch keys {sorted(unknown)}; '
-                             f'allowed: {sorted(cls._arch_keys)}')
-        if len(arch['layers']) != len(arch['embed_dims']):
-            raise ValueError(f'arch layers {arch["layers"]} and embed_dims {arch["embed_dims"]} '
-                             'differ in length')
-        return dict(arch)
-
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         """(B, C, H, W) -> tuple of the normed outputs of the stages in ``out_indices``."""
         x = self.patch_embed(x)
@@ -250,60 +237,77 @@ class PoolFormer(BaseModule):
         for i in range(self.num_stages):
             if i > 0:
                 x = self.network[2 * i - 1](x)
-            x = self.network[2 * i](x)
+            for blk in self.network[2 * i]:
+                x = maybe_checkpoint(blk, self.with_cp, blk.training, x)
             if i in self.out_indices:
                 outs.append(getattr(self, f'norm{2 * i}')(x))
         return tuple(outs)
 
     def _stage_modules(self, i: int) -> List[nn.Module]:
+        if i < 0:
+            return [self.patch_embed]
         mods = [self.network[2 * i]] + ([self.network[2 * i - 1]] if i > 0 else [])
         if i in self.out_indices:
             mods.append(getattr(self, f'norm{2 * i}'))
         return mods
 
-    def _freeze_stages(self) -> None:
-        mods = [self.patch_embed] if self.frozen_stages >= 0 else []
-        for i in range(max(self.frozen_stages, 0)):
-            mods += self._stage_modules(i)
-        for m in mods:
-            m.eval()
-            for p in m.parameters():
-                p.requires_grad = False
-
-    def train(self, mode: bool = True) -> 'PoolFormer':
-        super().train(mode)
-        self._freeze_stages()
-        if mode and self.norm_eval:
-            for m in self.modules():
-                if isinstance(m, _BatchNorm):
-                    m.eval()
-        return self
-
     def init_weights(self) -> None:
-        """Other ``init_cfg`` entries, then a ``Pretrained`` checkpoint of any official layout."""
-        cfgs = self.init_cfg if isinstance(self.init_cfg, list) else (
-            [self.init_cfg] if self.init_cfg else [])
-        pretrained = [c for c in cfgs if getattr(c.get('type'), '__name__', c.get('type'))
-                      in ('Pretrained', 'PretrainedInit')]
-        if not pretrained:
-            super().init_weights()
-            return
-        if len(pretrained) > 1:
-            raise ValueError(f'PoolFormer takes one Pretrained init_cfg, got {pretrained}')
-        others = [c for c in cfgs if c not in pretrained]
-        if others:
-            self.init_cfg, saved = others, self.init_cfg
-            super().init_weights()
-            self.init_cfg = saved
-        cfg = pretrained[0]
-        load_poolformer_checkpoint(self, cfg['checkpoint'], prefix=cfg.get('prefix'),
-                                   map_location=cfg.get('map_location', 'cpu'))
-        self._is_init = True
+        """Other ``init_cfg`` entries, then a ``Pretrained`` checkpoint of any official layout
+        (:func:`mmattn.utils.checkpoint.init_weights` with :func:`poolformer_filter_fn`)."""
+        init_weights_from_cfg(self, 'poolformer')
 
 
 # ------------------------------------------------------------------------------------ checkpoints
 _OUT_NORM = re.compile(r'^norm\d+\.')
-_TRUNK = re.compile(r'^(patch_embed|network)\.')
+
+
+def poolformer_filter_fn(state_dict: Dict[str, torch.Tensor], prefix: str = '',
+                         model: Optional[nn.Module] = None) -> 'OrderedDict[str, torch.Tensor]':
+    """Official PoolFormer keys (under ``prefix``) -> :class:`PoolFormer` state_dict.
+
+    The layouts: the sail-sg classifier ``poolformer_*.pth.tar`` (raw ``patch_embed`` /
+    ``network`` / ``norm`` / ``head``); sail-sg mmdet/mmseg checkpoints and mmseg segmentors built
+    on ``mmpretrain.PoolFormer`` (``backbone.patch_embed`` / ``backbone.network`` /
+    ``backbone.norm{0,2,4,6}`` + neck, heads); mmpretrain classifiers (``backbone.*`` +
+    ``head.fc``). Classifier-only keys are dropped, as the official dense classes do: sail-sg's
+    ``norm`` / ``head`` and, in a classifier, the output norms (mmpretrain's ``norm6`` is the
+    classifier's final norm). Given a model, output norms it does not have are dropped too.
+    """
+    inside = strip_prefix(state_dict, prefix)
+    outside = [k for k in state_dict if not k.startswith(prefix)] if prefix else []
+    is_classifier = (any(k.startswith('head.') for k in outside) or 'head.weight' in inside
+                     or 'norm.weight' in inside)
+    out = OrderedDict((k, v) for k, v in inside.items()
+                      if not (k.startswith(('head.', 'norm.'))
+                              or (is_classifier and _OUT_NORM.match(k))))
+    if model is not None:
+        own = model.state_dict()
+        out = OrderedDict((k, v) for k, v in out.items()
+                          if not (_OUT_NORM.match(k) and k not in own))
+    return out
+
+
+def poolformer_from_state_dict(state_dict: Dict[str, torch.Tensor]) -> 'PoolFormer':
+    """The :class:`PoolFormer` (arch, output norms) whose keys a filtered state_dict has."""
+    blocks: Dict[int, int] = {}
+    for k in state_dict:
+        m = re.match(r'network\.(\d+)\.(\d+)\.', k)
+        if m and int(m.group(1)) % 2 == 0:
+            stage = int(m.group(1)) // 2
+            blocks[stage] = max(blocks.get(stage, 0), int(m.group(2)) + 1)
+    if not blocks or sorted(blocks) != list(range(len(blocks))):
+        raise CheckpointError(f'no PoolFormer stages found (keys e.g. {list(state_dict)[:5]})')
+    n = len(blocks)
+    dims = [state_dict[f'network.{2 * i}.0.norm1.weight'].shape[0] for i in range(n)]
+    ratios = [state_dict[f'network.{2 * i}.0.mlp.fc1.weight'].shape[0] // dims[i]
+              for i in range(n)]
+    depths = [blocks[i] for i in range(n)]
+    name = next((a for a, s in PoolFormer.arch_zoo.items()
+                 if list(s['depths']) == depths and list(s['embed_dims']) == dims
+                 and set(ratios) == {4}), None)
+    outs = [i for i in range(n) if f'norm{2 * i}.weight' in state_dict]
+    return PoolFormer(arch=name or dict(depths=depths, embed_dims=dims, mlp_ratios=ratios),
+                      out_indices=outs or tuple(range(n)))
 
 
 def convert_poolformer_checkpoint(
@@ -311,108 +315,18 @@ def convert_poolformer_checkpoint(
         prefix: Optional[str] = None,
         filename: str = '<checkpoint>'
 ) -> Tuple['OrderedDict[str, torch.Tensor]', List[str], int]:
-    """An official PoolFormer checkpoint in mmattn's layout.
-
-    Accepted layouts (``checkpoint`` is the loaded file; ``state_dict`` / ``model`` wrappers are
-    unwrapped):
-
-    * sail-sg classifier ``poolformer_*.pth.tar``: raw ``patch_embed`` / ``network`` / ``norm`` /
-      ``head`` keys;
-    * sail-sg mmdet/mmseg checkpoints and mmseg segmentors built on ``mmpretrain.PoolFormer``:
-      ``backbone.patch_embed`` / ``backbone.network`` / ``backbone.norm{0,2,4,6}`` (+ neck, heads);
-    * mmpretrain classifiers: ``backbone.patch_embed`` / ``backbone.network`` / ``backbone.norm6``
-      + ``head.fc``.
-
-    ``prefix`` selects the backbone inside a larger model (``'backbone.'``); when None it is
-    inferred. Classifier-only keys are dropped, as the official dense classes do when loading a
-    classifier: sail-sg's ``norm`` / ``head`` and, in an mmpretrain classifier, its head and its
-    final norm (``norm6``, the same tensor as sail-sg's ``norm``).
+    """A loaded official PoolFormer checkpoint (any container) in mmattn's layout:
+    :func:`poolformer_filter_fn` after unwrapping (``prefix=None``: ``''`` or ``'backbone.'``).
 
     Returns ``(state_dict, dropped classifier keys, n_ignored)``, ``n_ignored`` counting the keys
-    outside ``prefix`` (neck, heads).
+    outside ``prefix`` (neck, heads) that are not a classifier head.
     """
-    sd = state_dict_of(checkpoint, filename)
-    if prefix is None:
-        prefix = 'backbone.' if ('patch_embed.proj.weight' not in sd
-                                 and 'backbone.patch_embed.proj.weight' in sd) else ''
-    elif prefix and not any(k.startswith(prefix) for k in sd) and 'patch_embed.proj.weight' in sd:
-        prefix = ''  # a classifier given with the detectors' prefix: take its raw layout
-    inside = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
-    outside = [k for k in sd if not k.startswith(prefix)]
-    classifier_head = [k for k in outside if k.startswith('head.')]
-    is_classifier = bool(classifier_head) or 'head.weight' in inside or 'norm.weight' in inside
-
-    out: 'OrderedDict[str, torch.Tensor]' = OrderedDict()
-    dropped = list(classifier_head)
-    for k, v in inside.items():
-        if k.startswith(('head.', 'norm.')) or (is_classifier and _OUT_NORM.match(k)):
-            dropped.append(prefix + k)
-        else:
-            out[k] = v
-    return out, dropped, len(outside) - len(classifier_head)
+    out, used, dropped = filter_checkpoint(checkpoint, 'poolformer', prefix, None, filename)
+    sd = unwrap_state_dict(checkpoint, filename)
+    outside = [k for k in sd if used and not k.startswith(used)]
+    head = [k for k in outside if k.startswith('head.')]
+    return out, dropped + head, len(outside) - len(head)
 
 
-def check_poolformer_state_dict(
-        model: 'PoolFormer', state_dict: Dict[str, torch.Tensor],
-        source: str) -> Tuple['OrderedDict[str, torch.Tensor]', List[str], List[str]]:
-    """Match a converted state_dict to ``model``; raise one error naming ``source`` on a mismatch.
-
-    Trunk keys (stem, blocks, downsampling) must match exactly. Output norms may be missing (they
-    keep their init, like the official dense model loading a classifier) or unused (not in
-    ``out_indices``: dropped). Returns ``(state_dict to load, missing norms, unused norms)``.
-    """
-    own = model.state_dict()
-    missing = [k for k in own if k not in state_dict]
-    missing_trunk = [k for k in missing if not _OUT_NORM.match(k)]
-    unused = [k for k in state_dict if k not in own and _OUT_NORM.match(k)]
-    unexpected = [k for k in state_dict if k not in own and not _OUT_NORM.match(k)]
-    shapes = [f'{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}'
-              for k, v in state_dict.items() if k in own and v.shape != own[k].shape]
-    if missing_trunk or unexpected or shapes:
-
-        def few(keys: List[str]) -> str:
-            return ', '.join(keys[:8]) + (f', ... ({len(keys)} in all)' if len(keys) > 8 else '')
-
-        problems = [f'missing keys: {few(missing_trunk)}' if missing_trunk else '',
-                    f'unexpected keys: {few(unexpected)}' if unexpected else '',
-                    f'shape mismatches: {few(shapes)}' if shapes else '']
-        layers = [len(model.network[2 * i]) for i in range(model.num_stages)]
-        raise RuntimeError(f'{source} is not a checkpoint of this PoolFormer (layers {layers}, '
-                           f'embed_dims {model.embed_dims}): '
-                           + '; '.join(p for p in problems if p))
-    keep = OrderedDict((k, v) for k, v in state_dict.items() if k in own)
-    return keep, [k for k in missing if _OUT_NORM.match(k)], unused
-
-
-def load_poolformer_checkpoint(model: 'PoolFormer',
-                               filename: str,
-                               prefix: Optional[str] = None,
-                               map_location: str = 'cpu') -> Dict[str, List[str]]:
-    """Load an official PoolFormer checkpoint (path or URL) into ``model``; log what was left out.
-
-    Returns the log as a dict: ``dropped`` classifier keys, ``missing`` and ``unused`` output norms.
-    """
-    checkpoint = CheckpointLoader.load_checkpoint(
-        filename, map_location=map_location, logger='current')
-    state_dict, dropped, ignored = convert_poolformer_checkpoint(checkpoint, prefix, filename)
-    if not any(_TRUNK.match(k) for k in state_dict):
-        where = f' under prefix {prefix!r}' if prefix else ''
-        raise RuntimeError(f'{filename} holds no PoolFormer weights (no patch_embed.* / network.* '
-                           f'keys{where}); first keys: '
-                           f'{list(state_dict_of(checkpoint, filename))[:5]}')
-    state_dict, missing, unused = check_poolformer_state_dict(model, state_dict, filename)
-    model.load_state_dict(state_dict, strict=False)
-    print_log(f'PoolFormer: loaded {len(state_dict)} tensors from {filename}'
-              + (f'; ignored {ignored} keys outside the backbone' if ignored else ''),
-              logger='current')
-    if dropped:
-        print_log(f'PoolFormer: dropped classifier-only keys: {", ".join(dropped)}',
-                  logger='current')
-    if unused:
-        print_log(f'PoolFormer: dropped output norms not in out_indices: {", ".join(unused)}',
-                  logger='current')
-    if missing:
-        print_log('PoolFormer: output norms not in the checkpoint keep their initialisation: '
-                  f'{", ".join(missing)}', logger='current',
-                  level=logging.INFO if dropped else logging.WARNING)
-    return dict(dropped=dropped, missing=missing, unused=unused)
+_FAMILY = register_family('poolformer', poolformer_filter_fn, 'patch_embed.proj.weight',
+                          optional=_OUT_NORM, model_from_state_dict=poolformer_from_state_dict)

@@ -19,7 +19,7 @@ Pipeline (Waymo values)::
 Every sparse operation is pure PyTorch (:mod:`mmattn.ops.sparse_conv`); the SLA op picks its
 backend (Triton on CUDA) through :func:`mmattn.ops.sla.scattered_linear_attention`.
 """
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -28,8 +28,10 @@ from mmengine.model import BaseModule
 from torch import Tensor
 
 from mmattn.models.layers.sla_layer import SLALayer
+from mmattn.ops.sla import cu_seqlens_from_counts
 from mmattn.ops.sparse_conv import SparseConv3d, SparseVoxels, SubMConv3d, SubMDepthwiseConv3d
 from mmattn.registry import MODELS
+from .base import BackboneMixin
 
 __all__ = ['ScatterFormerBackbone', 'DynamicVFE', 'voxelize', 'window_partition']
 
@@ -217,8 +219,8 @@ class ScatterFormerLayer(nn.Module):
         self.attn = SLALayer(dim, num_heads, backend=backend)
         self.cwi_ffn = CWIFFN(dim, win_size, stage=stage)
 
-    def forward(self, x: Tensor, sites: SparseVoxels, offsets: Tensor, counts: Tensor) -> Tensor:
-        x = x + self.attn(self.norm(x), offsets, counts)
+    def forward(self, x: Tensor, sites: SparseVoxels, cu_seqlens: Tensor) -> Tensor:
+        x = x + self.attn(self.norm(x), cu_seqlens)
         return self.cwi_ffn(x, sites)
 
 
@@ -234,11 +236,12 @@ class ScatterFormerStage(nn.Module):
         self.norm = _bn(dim)
 
     def forward(self, x: SparseVoxels) -> SparseVoxels:
-        perm, _, counts, offsets = window_partition(x.coords, self.win_size)
+        perm, _, counts, _ = window_partition(x.coords, self.win_size)
+        cu_seqlens = cu_seqlens_from_counts(counts)
         x = x.permute(perm)
         feats = x.features
         for layer in self.layers:
-            feats = layer(feats, x, offsets, counts)
+            feats = layer(feats, x, cu_seqlens)
         return x.replace(self.norm(feats))
 
 
@@ -281,7 +284,7 @@ class AttnPillarPool(nn.Module):
 
 
 @MODELS.register_module()
-class ScatterFormerBackbone(BaseModule):
+class ScatterFormerBackbone(BackboneMixin, BaseModule):
     """Points to a dense BEV feature map (everything before the 2D BEV backbone).
 
     Args:
@@ -294,6 +297,10 @@ class ScatterFormerBackbone(BaseModule):
         norm_momentum: momentum of every BatchNorm (official: eps 1e-3, momentum 0.01, tuned for
             tens of thousands of iterations; a short run needs a larger one for usable running
             statistics in eval mode).
+        frozen_stages: -1 nothing; 0 the stem (VFE and CPE); k the stem and stages 0..k-1 (each
+            with the sparse downsampling before it; the last with the pillar pooling).
+        norm_eval: keep every BatchNorm in eval mode while training.
+        init_cfg: mmengine init config (dict or list).
 
     Input: list of per-sample point tensors ``[Np_b, >=in_channels]``.
     Output: BEV ``[B, dim, Y / 2, X / 2]``.
@@ -311,8 +318,13 @@ class ScatterFormerBackbone(BaseModule):
                  pool_heads: int = 8,
                  sla_backend: str = 'auto',
                  norm_momentum: float = 0.01,
-                 init_cfg: Optional[dict] = None):
+                 frozen_stages: int = -1,
+                 norm_eval: bool = False,
+                 init_cfg: Optional[Union[dict, List[dict]]] = None):
         super().__init__(init_cfg)
+        self.num_stages = len(depths)
+        self.frozen_stages = self._check_frozen_stages(frozen_stages, len(depths))
+        self.norm_eval = norm_eval
         pcr = torch.tensor(point_cloud_range, dtype=torch.float64)
         vs = torch.tensor(voxel_size, dtype=torch.float64)
         grid = torch.round((pcr[3:] - pcr[:3]) / vs).long().tolist()  # (X, Y, Z)
@@ -330,6 +342,13 @@ class ScatterFormerBackbone(BaseModule):
         for m in self.modules():
             if isinstance(m, nn.BatchNorm1d):
                 m.momentum = norm_momentum
+        self._freeze_stages()
+
+    def _stage_modules(self, i: int) -> List[nn.Module]:
+        if i < 0:
+            return [self.vfe, self.cpe]
+        mods = [self.stages[i]] + ([self.downs[i - 1]] if i > 0 else [])
+        return mods + ([self.pool] if i == self.num_stages - 1 else [])
 
     def forward(self, points: List[Tensor]) -> Tensor:
         feats, coords = self.vfe(points)

@@ -14,26 +14,29 @@ derived buffers and classifier-only entries (and add SLAB's missing ``warm`` cou
 
 Layout: tokens (B, N, C) inside the stages, NCHW outputs, one per ``out_indices`` entry.
 """
-from functools import lru_cache
+import re
+from functools import lru_cache, partial
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import torch.utils.checkpoint as cp
-from mmengine.logging import MMLogger
 from mmengine.model import BaseModule
-from mmengine.runner.checkpoint import CheckpointLoader
 from timm.layers import DropPath, Mlp, trunc_normal_
-from timm.models.swin_transformer import WindowAttention
+from timm.models.swin_transformer import WindowAttention, window_partition, window_reverse
 
 from mmattn.registry import MODELS
+from mmattn.utils.checkpoint import CheckpointError, register_family, strip_prefix
+from mmattn.utils.checkpoint import init_weights as init_weights_from_cfg
 from ..layers.agent_attention import AgentAttention
 from ..layers.linear_attention import SimplifiedLinearAttention
 from ..layers.prepbn import LinearNorm, switch_to_deploy
+from .base import (BackboneMixin, drop_path_rates, maybe_checkpoint, parse_arch,
+                   parse_out_indices, reject_kwargs)
 
 __all__ = ['SwinMixerBackbone', 'AgentSwinTransformer', 'SLABSwinTransformer',
-           'convert_agent_swin', 'convert_slab_swin', 'convert_official_checkpoint']
+           'agent_swin_filter_fn', 'convert_agent_swin', 'convert_slab_swin',
+           'slab_swin_filter_fn']
 
 NormLayer = Callable[[int], nn.Module]
 
@@ -41,20 +44,6 @@ NormLayer = Callable[[int], nn.Module]
 # --------------------------------------------------------------------------------------------
 # skeleton
 # --------------------------------------------------------------------------------------------
-def window_partition(x: torch.Tensor, win: int) -> torch.Tensor:
-    """(B, H, W, C) -> (B * H/win * W/win, win, win, C), windows in row-major order."""
-    b, h, w, c = x.shape
-    x = x.view(b, h // win, win, w // win, win, c)
-    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, win, win, c)
-
-
-def window_reverse(windows: torch.Tensor, win: int, h: int, w: int) -> torch.Tensor:
-    """Inverse of :func:`window_partition`: -> (B, h, w, C)."""
-    c = windows.shape[-1]
-    x = windows.view(-1, h // win, w // win, win, win, c)
-    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, h, w, c)
-
-
 @lru_cache(maxsize=32)
 def _shift_window_mask(hp: int, wp: int, window: int, shift: int, device: torch.device,
                        inference: bool) -> torch.Tensor:
@@ -68,7 +57,7 @@ def _shift_window_mask(hp: int, wp: int, window: int, shift: int, device: torch.
         for ws in (slice(0, -window), slice(-window, -shift), slice(-shift, None)):
             img[:, hs, ws, :] = cnt
             cnt += 1
-    win = window_partition(img, window).reshape(-1, window * window)
+    win = window_partition(img, (window, window)).reshape(-1, window * window)
     mask = win.unsqueeze(1) - win.unsqueeze(2)
     return mask.masked_fill(mask != 0, -100.0).masked_fill(mask == 0, 0.0)
 
@@ -118,7 +107,7 @@ class PatchMerging(nn.Module):
             x = F.pad(x, (0, 0, 0, w % 2, 0, h % 2))
         x = torch.cat([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], -1)
         out_hw = (x.shape[1], x.shape[2])
-        x = self.reduction(self.norm(x.view(b, -1, 4 * c)))
+        x = self.reduction(self.norm(x.reshape(b, out_hw[0] * out_hw[1], 4 * c)))
         return x, out_hw
 
 
@@ -182,7 +171,7 @@ class SwinBlock(nn.Module):
         hp, wp = h + pad_b, w + pad_r
         if shift:
             x = torch.roll(x, shifts=(-shift, -shift), dims=(1, 2))
-        windows = window_partition(x, win).reshape(-1, win * win, c)
+        windows = window_partition(x, (win, win)).reshape(-1, win * win, c)
         if self.mixer == 'window':
             mask = None
             if shift:
@@ -191,7 +180,7 @@ class SwinBlock(nn.Module):
             windows = self.attn(windows, mask=mask)
         else:
             windows = self.attn(windows)
-        x = window_reverse(windows.reshape(-1, win, win, c), win, hp, wp)
+        x = window_reverse(windows.reshape(-1, win, win, c), (win, win), hp, wp)
         if shift:
             x = torch.roll(x, shifts=(shift, shift), dims=(1, 2))
         if pad_b or pad_r:
@@ -199,6 +188,8 @@ class SwinBlock(nn.Module):
         return x.reshape(b, n, c)
 
     def forward(self, x: torch.Tensor, hw: Tuple[int, int]) -> torch.Tensor:
+        if x.shape[0] == 0:  # timm's WindowAttention cannot reshape an empty batch
+            return x
         x = x + self.drop_path(self._mix(self.norm1(x), hw))
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
@@ -215,10 +206,7 @@ class SwinStage(nn.Module):
 
     def forward(self, x: torch.Tensor, hw: Tuple[int, int]):
         for blk in self.blocks:
-            if self.with_cp and x.requires_grad:
-                x = cp.checkpoint(blk, x, hw, use_reentrant=False)
-            else:
-                x = blk(x, hw)
+            x = maybe_checkpoint(blk, self.with_cp, blk.training, x, hw)
         if self.downsample is None:
             return x, hw, x, hw
         x_down, hw_down = self.downsample(x, hw)
@@ -247,11 +235,14 @@ def _parse_attn_type(attn_type: str, depths: Sequence[int], first: str, second: 
     return out
 
 
-class SwinMixerBackbone(BaseModule):
+class SwinMixerBackbone(BackboneMixin, BaseModule):
     """Swin skeleton: PatchEmbed, 4 stages of :class:`SwinBlock`, PatchMerging, LayerNorm outputs.
 
+    Follows the backbone contract of ``mmattn/models/backbones/README.md``.
+
     Args:
-        embed_dims: C of stage 0 (stage i has C * 2**i).
+        embed_dims: C of stage 0 (stage i has C * 2**i), or the per-stage widths (which must
+            double).
         depths, num_heads: per stage.
         block_cfgs: per stage, per block: dict(mixer=..., window_size=..., shift_size=...,
             mixer_cfg=...) for :class:`SwinBlock`.
@@ -259,8 +250,10 @@ class SwinMixerBackbone(BaseModule):
         mlp_ratio, qkv_bias, drop_rate, attn_drop_rate, drop_path_rate: as in Swin
             (drop path grows linearly over all blocks).
         out_indices: stages whose outputs (after a LayerNorm ``norm{i}``) are returned, NCHW.
-        frozen_stages: -1 none; k >= 0 freezes the patch embed and stages 0..k-1 (with their
-            output norms), mmdet's convention.
+        frozen_stages: -1 none; 0 the patch embed; k the patch embed and stages 0..k-1, each
+            with the PatchMerging that feeds it and its output norm. (mmdet's Swin also freezes
+            the PatchMerging after stage k-1, which only stage k uses; here it stays trainable.)
+        norm_eval: keep every BatchNorm in eval mode while training.
         clamp_windows: classifier window rule (see :class:`SwinBlock`); the detection backbones
             do not clamp.
         with_cp: gradient checkpointing per block.
@@ -272,33 +265,41 @@ class SwinMixerBackbone(BaseModule):
     ceil(W / 2**(i+2))) for i in ``out_indices``.
     """
 
-    def __init__(self, embed_dims: int, depths: Sequence[int], num_heads: Sequence[int],
-                 block_cfgs: Sequence[Sequence[dict]], norm_layer: NormLayer,
-                 in_channels: int = 3, patch_size: int = 4, mlp_ratio: float = 4.0,
-                 qkv_bias: bool = True, drop_rate: float = 0.0, attn_drop_rate: float = 0.0,
-                 drop_path_rate: float = 0.1, patch_norm: bool = True,
-                 out_indices: Sequence[int] = (0, 1, 2, 3), frozen_stages: int = -1,
-                 clamp_windows: bool = False, with_cp: bool = False,
+    def __init__(self, embed_dims: Union[int, Sequence[int]], depths: Sequence[int],
+                 num_heads: Sequence[int], block_cfgs: Sequence[Sequence[dict]],
+                 norm_layer: NormLayer, in_channels: int = 3, patch_size: int = 4,
+                 mlp_ratio: float = 4.0, qkv_bias: bool = True, drop_rate: float = 0.0,
+                 attn_drop_rate: float = 0.0, drop_path_rate: float = 0.0,
+                 patch_norm: bool = True, out_indices: Sequence[int] = (0, 1, 2, 3),
+                 frozen_stages: int = -1, norm_eval: bool = False, clamp_windows: bool = False,
+                 with_cp: bool = False,
                  checkpoint_converter: Optional[Callable[[dict], dict]] = None,
-                 init_cfg: Optional[dict] = None) -> None:
+                 init_cfg: Optional[Union[dict, List[dict]]] = None) -> None:
         super().__init__(init_cfg=init_cfg)
+        name = type(self).__name__
         num_stages = len(depths)
         if len(num_heads) != num_stages or len(block_cfgs) != num_stages:
-            raise ValueError('depths, num_heads and block_cfgs must have one entry per stage')
-        out_indices = tuple(int(i) % num_stages if int(i) < 0 else int(i) for i in out_indices)
-        if any(not 0 <= i < num_stages for i in out_indices):
-            raise ValueError(f'out_indices {out_indices} out of range for {num_stages} stages')
-        if not -1 <= frozen_stages <= num_stages:
-            raise ValueError(f'frozen_stages must be in [-1, {num_stages}], got {frozen_stages}')
-        self.out_indices = out_indices
-        self.frozen_stages = frozen_stages
-        self.num_features = [embed_dims * 2 ** i for i in range(num_stages)]
+            raise ValueError(f'{name}: depths, num_heads and block_cfgs must have one entry per '
+                             'stage')
+        c0 = embed_dims if isinstance(embed_dims, int) else int(embed_dims[0])
+        widths = [c0 * 2 ** i for i in range(num_stages)]
+        if not isinstance(embed_dims, int) and list(embed_dims) != widths:
+            raise ValueError(f'{name}: embed_dims {tuple(embed_dims)} must double per stage '
+                             f'(PatchMerging), e.g. {tuple(widths)}; or pass the int {c0}')
+        self.num_stages = num_stages
+        self.depths = tuple(depths)
+        self.embed_dims = tuple(widths)
+        self.num_features = widths
+        self.out_indices = parse_out_indices(out_indices, num_stages, name)
+        self.frozen_stages = self._check_frozen_stages(frozen_stages, num_stages)
+        self.norm_eval = norm_eval
         self.checkpoint_converter = checkpoint_converter
+        embed_dims = c0
 
         self.patch_embed = PatchEmbed(in_channels, embed_dims, patch_size,
                                       norm_layer if patch_norm else None)
         self.pos_drop = nn.Dropout(drop_rate)
-        dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        dpr = drop_path_rates(drop_path_rate, sum(depths))
         self.layers = nn.ModuleList()
         start = 0
         for i, (depth, heads, cfgs) in enumerate(zip(depths, num_heads, block_cfgs)):
@@ -312,7 +313,7 @@ class SwinMixerBackbone(BaseModule):
             down = PatchMerging(dim, norm_layer) if i < num_stages - 1 else None
             self.layers.append(SwinStage(blocks, down, with_cp=with_cp))
             start += depth
-        for i in out_indices:
+        for i in self.out_indices:
             self.add_module(f'norm{i}', nn.LayerNorm(self.num_features[i]))
         self.apply(self._init_module)
         self._freeze_stages()
@@ -328,77 +329,32 @@ class SwinMixerBackbone(BaseModule):
             nn.init.zeros_(m.bias)
 
     # -- checkpoints ---------------------------------------------------------------------------
+    #: the family in :data:`mmattn.utils.checkpoint.FAMILIES` whose filter reads official files
+    checkpoint_family: Optional[str] = None
+
     def init_weights(self) -> None:
-        cfg = self.init_cfg
-        if isinstance(cfg, dict) and cfg.get('type') == 'Pretrained':
-            self.load_pretrained(cfg['checkpoint'], prefix=cfg.get('prefix'))
-            self._is_init = True
-        else:
+        """Other ``init_cfg`` entries, then a ``Pretrained`` one: an official classifier
+        (``{'model': sd}``), an official or mmattn detector (the ``backbone.`` prefix is found
+        when not given) or a bare state_dict, by :func:`mmattn.utils.checkpoint.init_weights`."""
+        if self.checkpoint_family is None:
             super().init_weights()
-
-    def load_pretrained(self, checkpoint: str, prefix: Optional[str] = None) -> None:
-        """Load an official classifier (``{'model': sd}``), an official or mmattn detector
-        (``{'state_dict': sd}``, pass ``prefix='backbone.'``) or a bare state_dict.
-
-        Classifier-only entries (``head.*``, final ``norm.*``) and derived buffers are dropped;
-        only the output norms ``norm{i}`` may be missing. Anything else that does not fit
-        raises an error naming the file and keys.
-        """
-        logger = MMLogger.get_current_instance()
-        ckpt = CheckpointLoader.load_checkpoint(checkpoint, map_location='cpu')
-        if not isinstance(ckpt, dict):
-            raise TypeError(f'{checkpoint}: expected a dict checkpoint, got {type(ckpt).__name__}')
-        sd = ckpt.get('state_dict', ckpt.get('model', ckpt))
-        if prefix:
-            sd = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
-            if not sd:
-                raise KeyError(f'{checkpoint}: no key starts with prefix {prefix!r}')
-        elif any(k.startswith('backbone.') for k in sd) and not any(
-                k.startswith('patch_embed.') for k in sd):
-            raise KeyError(f"{checkpoint}: keys start with 'backbone.'; this is a detector "
-                           f"checkpoint, pass init_cfg=dict(..., prefix='backbone.')")
-        if self.checkpoint_converter is not None:
-            sd = self.checkpoint_converter(sd)
-        own = {k: v for k, v in self.state_dict().items() if not k.endswith(_DERIVED)}
-        unexpected = sorted(set(sd) - set(own))
-        missing = sorted(set(own) - set(sd))
-        out_norms = {f'norm{i}.{p}' for i in self.out_indices for p in ('weight', 'bias')}
-        bad_missing = [k for k in missing if k not in out_norms]
-        mismatched = [f'{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}'
-                      for k, v in sd.items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
-        if unexpected or bad_missing or mismatched:
-            raise RuntimeError(
-                f'{checkpoint} does not fit {type(self).__name__}:\n'
-                + (f'  unexpected keys: {unexpected[:20]}{" ..." if len(unexpected) > 20 else ""}\n'
-                   if unexpected else '')
-                + (f'  missing keys: {bad_missing[:20]}{" ..." if len(bad_missing) > 20 else ""}\n'
-                   if bad_missing else '')
-                + ''.join(f'  size mismatch {m}\n' for m in mismatched[:20]))
-        self.load_state_dict(sd, strict=False)
-        logger.info(f'{type(self).__name__}: loaded {len(sd)} tensors from {checkpoint}'
-                    + (f'; output norms left at init: {missing}' if missing else ''))
+        else:
+            init_weights_from_cfg(self, self.checkpoint_family)
 
     # -- training mode -------------------------------------------------------------------------
-    def _freeze_stages(self) -> None:
-        if self.frozen_stages >= 0:
-            self.patch_embed.eval()
-            for p in self.patch_embed.parameters():
-                p.requires_grad = False
-        for i in range(self.frozen_stages):
-            modules = [self.layers[i]]
-            if i in self.out_indices:
-                modules.append(getattr(self, f'norm{i}'))
-            for m in modules:
-                m.eval()
-                for p in m.parameters():
-                    p.requires_grad = False
-
-    def train(self, mode: bool = True) -> 'SwinMixerBackbone':
-        super().train(mode)
-        self._freeze_stages()
-        return self
+    def _stage_modules(self, i: int) -> List[nn.Module]:
+        if i < 0:
+            return [self.patch_embed, self.pos_drop]
+        mods = [self.layers[i].blocks]
+        if i > 0:
+            mods.append(self.layers[i - 1].downsample)
+        if i in self.out_indices:
+            mods.append(getattr(self, f'norm{i}'))
+        return mods
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        """x (B, C_in, H, W) -> one (B, embed_dims[i], h_i, w_i) map per ``out_indices``."""
+        b = x.shape[0]
         x, hw = self.patch_embed(x)
         x = self.pos_drop(x)
         outs = []
@@ -406,50 +362,53 @@ class SwinMixerBackbone(BaseModule):
             out, out_hw, x, hw = stage(x, hw)
             if i in self.out_indices:
                 out = getattr(self, f'norm{i}')(out)
-                outs.append(out.view(-1, *out_hw, self.num_features[i]).permute(0, 3, 1, 2)
+                outs.append(out.view(b, *out_hw, self.num_features[i]).permute(0, 3, 1, 2)
                             .contiguous())
         return tuple(outs)
 
 
-def _arch_settings(arch: Union[str, dict], zoo: Dict[str, dict], name: str) -> dict:
-    if isinstance(arch, str):
-        if arch.lower() not in zoo:
-            raise KeyError(f'{name}: arch {arch!r} not in {sorted(zoo)}')
-        return dict(zoo[arch.lower()])
-    missing = {'embed_dims', 'depths', 'num_heads'} - set(arch)
-    if missing:
-        raise KeyError(f'{name}: custom arch needs {sorted(missing)}')
-    return dict(arch)
-
-
-def _strip_module(sd: dict) -> dict:
-    return {k[7:] if k.startswith('module.') else k: v for k, v in sd.items()}
+_SWIN_RENAMED = {
+    'in_chans': 'renamed in_channels',
+    'embed_dim': "pass arch=dict(embed_dims=..., depths=..., num_heads=...)",
+    'embed_dims': "pass arch=dict(embed_dims=..., depths=..., num_heads=...)",
+    'depths': "pass arch=dict(embed_dims=..., depths=..., num_heads=...)",
+    'num_heads': "pass arch=dict(embed_dims=..., depths=..., num_heads=...)",
+    'use_checkpoint': 'renamed with_cp',
+    'pretrained': "pass init_cfg=dict(type='Pretrained', checkpoint=...)",
+    'ape': 'absolute position embedding is not in the released models: remove it',
+}
 
 
 _CLS_ONLY = ('head.', 'norm.')
 _DERIVED = ('attn_mask', 'relative_position_index')
+_OUT_NORM = re.compile(r'norm\d+\.')
+_STEM_KEY = 'patch_embed.proj.weight'
 
 
-def convert_official_checkpoint(ckpt: dict, converter: Callable[[dict], dict]) -> dict:
-    """A whole official checkpoint -> ``{'state_dict': ..., 'meta': ...}`` for mmattn.
+def _drop_unused_norms(sd: Dict[str, torch.Tensor],
+                       model: Optional[nn.Module]) -> Dict[str, torch.Tensor]:
+    if model is None:
+        return sd
+    own = model.state_dict()
+    return {k: v for k, v in sd.items() if not (_OUT_NORM.match(k) and k not in own)}
 
-    * classifier ``{'model': sd}``: the backbone state_dict (no prefix; load it with
-      ``init_cfg=dict(type='Pretrained', checkpoint=...)``);
-    * detector / segmentor ``{'state_dict': sd}``: the ``backbone.*`` entries converted, every
-      other entry kept (load it with ``load_from`` or ``prefix='backbone.'``);
-    * a bare state_dict: as a classifier.
-    """
-    meta = {'converted_from': 'official', **{k: v for k, v in ckpt.items()
-                                             if k in ('epoch', 'config', 'meta')}}
-    if 'state_dict' in ckpt:
-        sd = _strip_module(ckpt['state_dict'])
-        if not any(k.startswith('backbone.') for k in sd):
-            return {'state_dict': converter(sd), 'meta': meta}
-        backbone = converter({k[9:]: v for k, v in sd.items() if k.startswith('backbone.')})
-        out = {k: v for k, v in sd.items() if not k.startswith('backbone.')}
-        out.update({'backbone.' + k: v for k, v in backbone.items()})
-        return {'state_dict': out, 'meta': meta}
-    return {'state_dict': converter(ckpt.get('model', ckpt)), 'meta': meta}
+
+def _swin_from_state_dict(cls: type, state_dict: Dict[str, torch.Tensor]) -> 'SwinMixerBackbone':
+    """The ``cls`` model (arch from its zoo, output norms) whose keys a filtered state_dict has."""
+    blocks: Dict[int, int] = {}
+    for k in state_dict:
+        m = re.match(r'layers\.(\d+)\.blocks\.(\d+)\.', k)
+        if m:
+            blocks[int(m.group(1))] = max(blocks.get(int(m.group(1)), 0), int(m.group(2)) + 1)
+    depths = tuple(blocks[i] for i in sorted(blocks))
+    dims = state_dict[_STEM_KEY].shape[0] if _STEM_KEY in state_dict else None
+    name = next((a for a, z in cls.arch_zoo.items()
+                 if tuple(z['depths']) == depths and z['embed_dims'] == dims), None)
+    if name is None:
+        raise CheckpointError(f'no {cls.__name__} arch has embed_dims {dims} and depths {depths} '
+                              f'(known: {sorted(cls.arch_zoo)})')
+    outs = tuple(i for i in range(len(depths)) if f'norm{i}.weight' in state_dict)
+    return cls(arch=name, out_indices=outs or tuple(range(len(depths))))
 
 
 # --------------------------------------------------------------------------------------------
@@ -461,8 +420,15 @@ def convert_agent_swin(sd: dict) -> dict:
     Drops the classifier head and final norm (``head.*``, ``norm.*``) and the derived buffers
     (``attn_mask``, ``relative_position_index``); every other key is kept under its name.
     """
-    return {k: v for k, v in _strip_module(sd).items()
+    return {k[7:] if k.startswith('module.') else k: v for k, v in sd.items()
             if not k.startswith(_CLS_ONLY) and not k.endswith(_DERIVED)}
+
+
+def agent_swin_filter_fn(state_dict: Dict[str, torch.Tensor], prefix: str = '',
+                         model: Optional[nn.Module] = None) -> Dict[str, torch.Tensor]:
+    """The checkpoint filter of the family ``agent_swin``: :func:`convert_agent_swin` of the
+    entries under ``prefix``; given a model, output norms it does not have are dropped."""
+    return _drop_unused_norms(convert_agent_swin(strip_prefix(state_dict, prefix)), model)
 
 
 @MODELS.register_module()
@@ -470,8 +436,8 @@ class AgentSwinTransformer(SwinMixerBackbone):
     """Agent-Swin backbone (official detection/segmentation ``AgentSwinTransformer``).
 
     Args:
-        arch: 'tiny', 'small', 'base' or dict(embed_dims, depths, num_heads[, attn_type,
-            drop_path_rate]).
+        arch: 'tiny', 'small', 'base' (:attr:`arch_zoo`) or dict(embed_dims, depths,
+            num_heads[, attn_type]).
         attn_type: per-stage 'A' (agent) / 'B' (Swin window) string; 'M' stages start with k
             'A' blocks (``'AAMB2'``). Default per arch: T 'AAAB', S 'AABB', B 'AAMB2'.
         img_size: classifier resolution; sets the agent biases' size (img_size / 4 / 2**i).
@@ -484,17 +450,20 @@ class AgentSwinTransformer(SwinMixerBackbone):
             classifier trunk.
         kernel_size: agent attention's depthwise conv.
         scale: softmax scale exponent (head_dim ** scale).
-        drop_path_rate: default per arch from the official detection configs
-            (T 0.1, S 0.1 — Mask R-CNN 1x; B 0.4 — Cascade Mask R-CNN 3x).
+        drop_path_rate: stochastic depth (default 0); the official detection configs use
+            T 0.1, S 0.1 (Mask R-CNN 1x), B 0.4 (Cascade Mask R-CNN 3x).
+        norm_eval: keep BatchNorm layers in eval mode while training (Agent-Swin has none:
+            accepted for the common contract).
         Others as in :class:`SwinMixerBackbone`.
     """
-    arch_zoo = {
+    checkpoint_family = 'agent_swin'
+    arch_zoo: Dict[str, dict] = {
         'tiny': dict(embed_dims=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24),
-                     attn_type='AAAB', drop_path_rate=0.1),
+                     attn_type='AAAB'),
         'small': dict(embed_dims=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24),
-                      attn_type='AABB', drop_path_rate=0.1),
+                      attn_type='AABB'),
         'base': dict(embed_dims=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32),
-                     attn_type='AAMB2', drop_path_rate=0.4),
+                     attn_type='AAMB2'),
     }
 
     def __init__(self, arch: Union[str, dict] = 'tiny', attn_type: Optional[str] = None,
@@ -504,14 +473,16 @@ class AgentSwinTransformer(SwinMixerBackbone):
                                                                      (7, 7)),
                  kernel_size: int = 3, scale: float = -0.5, mlp_ratio: float = 4.0,
                  qkv_bias: bool = True, drop_rate: float = 0.0, attn_drop_rate: float = 0.0,
-                 drop_path_rate: Optional[float] = None, patch_norm: bool = True,
+                 drop_path_rate: float = 0.0, patch_norm: bool = True,
                  out_indices: Sequence[int] = (0, 1, 2, 3), frozen_stages: int = -1,
-                 clamp_windows: bool = False, with_cp: bool = False,
-                 init_cfg: Optional[dict] = None) -> None:
-        s = _arch_settings(arch, self.arch_zoo, type(self).__name__)
+                 norm_eval: bool = False, clamp_windows: bool = False, with_cp: bool = False,
+                 init_cfg: Optional[Union[dict, List[dict]]] = None, **unsupported) -> None:
+        reject_kwargs('AgentSwinTransformer', unsupported,
+                      {**_SWIN_RENAMED, 'pretrain_img_size': 'renamed img_size'})
+        s = parse_arch(arch, self.arch_zoo, ('embed_dims', 'depths', 'num_heads'),
+                       ('attn_type', ), 'AgentSwinTransformer')
         depths = tuple(s['depths'])
         attn_type = attn_type or s.get('attn_type', 'B' * len(depths))
-        drop_path_rate = s.get('drop_path_rate', 0.1) if drop_path_rate is None else drop_path_rate
         b_window = max(7, window_size // 8)
         res0 = img_size // patch_size
         block_cfgs = []
@@ -532,8 +503,8 @@ class AgentSwinTransformer(SwinMixerBackbone):
             in_channels=in_channels, patch_size=patch_size, mlp_ratio=mlp_ratio,
             qkv_bias=qkv_bias, drop_rate=drop_rate, attn_drop_rate=attn_drop_rate,
             drop_path_rate=drop_path_rate, patch_norm=patch_norm, out_indices=out_indices,
-            frozen_stages=frozen_stages, clamp_windows=clamp_windows, with_cp=with_cp,
-            checkpoint_converter=convert_agent_swin, init_cfg=init_cfg)
+            frozen_stages=frozen_stages, norm_eval=norm_eval, clamp_windows=clamp_windows,
+            with_cp=with_cp, checkpoint_converter=convert_agent_swin, init_cfg=init_cfg)
         self.attn_type = attn_type
 
 
@@ -547,8 +518,7 @@ def convert_slab_swin(sd: dict) -> dict:
     ``warm`` counter (0) to every PRepBN of a detection checkpoint, which has none. The
     schedule counters ``iter``/``total_step`` are kept: a converged checkpoint has ``iter`` 0.
     """
-    out = {k: v for k, v in _strip_module(sd).items()
-           if not k.startswith(_CLS_ONLY) and not k.endswith(_DERIVED)}
+    out = convert_agent_swin(sd)
     for k in [k for k in out if k.endswith('.total_step')]:
         warm = k[:-len('total_step')] + 'warm'
         if warm not in out:
@@ -556,12 +526,20 @@ def convert_slab_swin(sd: dict) -> dict:
     return out
 
 
+def slab_swin_filter_fn(state_dict: Dict[str, torch.Tensor], prefix: str = '',
+                        model: Optional[nn.Module] = None) -> Dict[str, torch.Tensor]:
+    """The checkpoint filter of the family ``slab_swin``: :func:`convert_slab_swin` of the
+    entries under ``prefix``; given a model, output norms it does not have are dropped."""
+    return _drop_unused_norms(convert_slab_swin(strip_prefix(state_dict, prefix)), model)
+
+
 @MODELS.register_module()
 class SLABSwinTransformer(SwinMixerBackbone):
     """SLAB-Swin backbone (official ``SwinTransformer_SLAB`` detection backbone).
 
     Args:
-        arch: 'tiny', 'small', 'base' or dict(embed_dims, depths, num_heads[, drop_path_rate]).
+        arch: 'tiny', 'small', 'base' (:attr:`arch_zoo`) or dict(embed_dims, depths,
+            num_heads).
         attn_type: per-stage 'L' (simplified linear attention) / 'S' (Swin window); default
             'LLSS'.
         window_sizes: per-stage windows, (56, 28, 7, 7) as in the official detection backbone;
@@ -571,20 +549,18 @@ class SLABSwinTransformer(SwinMixerBackbone):
         norm_step: PRepBN decay length for freshly built norms (official detection default
             300000; checkpoints bring their own counters).
         norm_eval: keep every BatchNorm in eval mode in training, as the official detection
-            backbone does.
-        drop_path_rate: default per arch from the official detection configs
-            (T 0.1, S 0.2; B has no official detection config, 0.2).
+            backbone does (default True, unlike the other backbones).
+        drop_path_rate: stochastic depth (default 0); the official detection configs use
+            T 0.1, S 0.2.
         Others as in :class:`SwinMixerBackbone`.
 
     ``switch_to_deploy()`` folds every PRepBN (eval mode: RepBN) into a plain BatchNorm.
     """
-    arch_zoo = {
-        'tiny': dict(embed_dims=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24),
-                     drop_path_rate=0.1),
-        'small': dict(embed_dims=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24),
-                      drop_path_rate=0.2),
-        'base': dict(embed_dims=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32),
-                     drop_path_rate=0.2),
+    checkpoint_family = 'slab_swin'
+    arch_zoo: Dict[str, dict] = {
+        'tiny': dict(embed_dims=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24)),
+        'small': dict(embed_dims=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24)),
+        'base': dict(embed_dims=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32)),
     }
 
     def __init__(self, arch: Union[str, dict] = 'tiny', attn_type: str = 'LLSS',
@@ -592,13 +568,16 @@ class SLABSwinTransformer(SwinMixerBackbone):
                  window_sizes: Sequence[int] = (56, 28, 7, 7), kernel_size: int = 5,
                  norm_step: int = 300000, mlp_ratio: float = 4.0, qkv_bias: bool = True,
                  drop_rate: float = 0.0, attn_drop_rate: float = 0.0,
-                 drop_path_rate: Optional[float] = None, patch_norm: bool = True,
+                 drop_path_rate: float = 0.0, patch_norm: bool = True,
                  out_indices: Sequence[int] = (0, 1, 2, 3), frozen_stages: int = -1,
                  norm_eval: bool = True, clamp_windows: bool = False, with_cp: bool = False,
-                 init_cfg: Optional[dict] = None) -> None:
-        s = _arch_settings(arch, self.arch_zoo, type(self).__name__)
+                 init_cfg: Optional[Union[dict, List[dict]]] = None, **unsupported) -> None:
+        reject_kwargs('SLABSwinTransformer', unsupported, {
+            **_SWIN_RENAMED, 'pretrain_img_size': 'not needed: any input size runs',
+            'window_size': 'pass window_sizes=(56, 28, w, w) (official: window_size=w)'})
+        s = parse_arch(arch, self.arch_zoo, ('embed_dims', 'depths', 'num_heads'), (),
+                       'SLABSwinTransformer')
         depths = tuple(s['depths'])
-        drop_path_rate = s.get('drop_path_rate', 0.1) if drop_path_rate is None else drop_path_rate
         if len(window_sizes) != len(depths):
             raise ValueError(f'window_sizes {tuple(window_sizes)} needs one entry per stage')
         block_cfgs = []
@@ -617,20 +596,19 @@ class SLABSwinTransformer(SwinMixerBackbone):
             in_channels=in_channels, patch_size=patch_size, mlp_ratio=mlp_ratio,
             qkv_bias=qkv_bias, drop_rate=drop_rate, attn_drop_rate=attn_drop_rate,
             drop_path_rate=drop_path_rate, patch_norm=patch_norm, out_indices=out_indices,
-            frozen_stages=frozen_stages, clamp_windows=clamp_windows, with_cp=with_cp,
-            checkpoint_converter=convert_slab_swin, init_cfg=init_cfg)
+            frozen_stages=frozen_stages, norm_eval=norm_eval, clamp_windows=clamp_windows,
+            with_cp=with_cp, checkpoint_converter=convert_slab_swin, init_cfg=init_cfg)
         self.attn_type = attn_type
-        self.norm_eval = norm_eval
-
-    def train(self, mode: bool = True) -> 'SLABSwinTransformer':
-        super().train(mode)
-        if mode and self.norm_eval:
-            for m in self.modules():
-                if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                    m.eval()
-        return self
 
     def switch_to_deploy(self) -> 'SLABSwinTransformer':
         """Fold every PRepBN into the plain BatchNorm its eval mode equals (in place)."""
         switch_to_deploy(self)
         return self
+
+
+register_family('agent_swin', agent_swin_filter_fn, _STEM_KEY, optional=_OUT_NORM,
+                derived=r'(attn_mask|relative_position_index)$',
+                model_from_state_dict=partial(_swin_from_state_dict, AgentSwinTransformer))
+register_family('slab_swin', slab_swin_filter_fn, _STEM_KEY, optional=_OUT_NORM,
+                derived=r'(attn_mask|relative_position_index)$',
+                model_from_state_dict=partial(_swin_from_state_dict, SLABSwinTransformer))

@@ -1,2 +1,7 @@
-"""Detectors assembled from mmattn parts, registered as ``mmattn.<ClassName>``."""
-from .scatterformer import ScatterFormer  # noqa: F401
+"""Detectors assembled from mmattn parts, registered as ``mmattn.<ClassName>``; each imported on
+first use (they build on mmdet3d; see :mod:`mmattn.models._lazy`)."""
+from .._lazy import lazy_getattr
+
+LAZY = {'ScatterFormer': '.scatterformer'}
+__getattr__ = lazy_getattr(__name__, LAZY)
+__all__ = [*LAZY]

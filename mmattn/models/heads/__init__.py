@@ -1,4 +1,8 @@
-"""mmattn dense heads."""
-from .scatterformer_head import CenterHeadIoU
+"""mmattn dense / decode heads, each imported on first use (they build on mmdet3d / mmseg heads;
+see :mod:`mmattn.models._lazy`)."""
+from .._lazy import lazy_getattr
 
-__all__ = ['CenterHeadIoU']
+LAZY = {'CenterHeadIoU': '.scatterformer_head', 'BEVANetHead': '.bevanet_head',
+        'PixelMeanCrossEntropyLoss': '.bevanet_head'}
+__getattr__ = lazy_getattr(__name__, LAZY)
+__all__ = [*LAZY]

@@ -11,15 +11,11 @@ from typing import Optional, Sequence, Tuple, Union
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import trunc_normal_
+from timm.layers import to_2tuple, trunc_normal_
 
 __all__ = ['AgentAttention']
 
 _Size = Union[int, Sequence[int]]
-
-
-def _pair(x: _Size) -> Tuple[int, int]:
-    return (int(x), int(x)) if isinstance(x, int) else (int(x[0]), int(x[1]))
 
 
 def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout: float,
@@ -82,8 +78,8 @@ class AgentAttention(nn.Module):
         self.scale = self.head_dim ** scale
         self.agent_num = agent_num
         self.pool_size = pool
-        self.bias_resolution = _pair(bias_resolution)
-        self.agent_shape = (pool, pool) if agent_shape is None else _pair(agent_shape)
+        self.bias_resolution = tuple(to_2tuple(bias_resolution))
+        self.agent_shape = (pool, pool) if agent_shape is None else tuple(to_2tuple(agent_shape))
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
         self.attn_drop = attn_drop

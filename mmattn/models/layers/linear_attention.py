@@ -11,6 +11,7 @@ from typing import Sequence, Union
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from timm.layers import to_2tuple
 
 __all__ = ['SimplifiedLinearAttention', 'simplified_linear_attention']
 
@@ -58,11 +59,10 @@ class SimplifiedLinearAttention(nn.Module):
         if dim % num_heads:
             raise ValueError(f'SimplifiedLinearAttention: dim {dim} is not divisible by '
                              f'num_heads {num_heads}')
-        ws = (window_size, window_size) if isinstance(window_size, int) else tuple(window_size)
         self.dim = dim
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
-        self.window_size = (int(ws[0]), int(ws[1]))
+        self.window_size = tuple(to_2tuple(window_size))
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)

@@ -1,4 +1,7 @@
-"""mmattn necks (BEV networks)."""
-from .ded import CascadeDEDBackbone, DEDModule
+"""mmattn necks (BEV networks), each imported on first use (they build on mmdet blocks; see
+:mod:`mmattn.models._lazy`)."""
+from .._lazy import lazy_getattr
 
-__all__ = ['CascadeDEDBackbone', 'DEDModule']
+LAZY = {'CascadeDEDBackbone': '.ded'}
+__getattr__ = lazy_getattr(__name__, LAZY)
+__all__ = [*LAZY]
