@@ -10,8 +10,8 @@ order (a check is skipped, and listed as skipped with the reason, when the time 
 that is killed keeps what it measured):
 
 1. ``kernels``: the BRA and SLA Triton kernels against their plain-PyTorch references, outputs
-   and input gradients, fp32 / fp16 / bf16 (inputs rounded to the dtype, reference in fp32 on the
-   same values), with every kernel output and scratch buffer allocated poisoned with NaN (a missed
+   and input gradients, fp32 / fp16 / bf16 (inputs rounded to the dtype; compared with the
+   reference in float64 on the same values, see ``kernel_verdict``), with every kernel output and scratch buffer allocated poisoned with NaN (a missed
    write fails the check): BRA ragged regions, topk 1 and topk = all regions, pooled K/V, q/k and
    v head widths that differ; SLA empty windows, windows of one row, a 2304-row window, head dims
    16 / 64; and NaN / inf inputs, whose positions in the outputs and gradients must be those of
@@ -20,7 +20,10 @@ that is killed keeps what it measured):
    (``tests/data/parity/biformer_tiny.dense``, detection backbone, n_win 16) and against the
    reference backend for T / S / B at the detection (n_win 16) and segmentation (n_win 8)
    settings (generated official-layout weights, odd 225x287 input; T also backward), fp32; T
-   under autocast fp16 / bf16 against the reference under the same autocast.
+   under autocast fp16 / bf16: Triton and the reference under the same autocast are both
+   compared with the fp32 reference; Triton passes within NET_TOL or within REF_FACTOR times
+   the autocast reference's own error. Kernel checks likewise compare Triton and the
+   same-dtype reference with a float64 reference (within TOL or REF_FACTOR x the reference).
 3. ``bench``: forward+backward time and peak memory: BRA Triton vs gather (``reference``) vs
    chunked (``torch``) at BiFormer-S's 800x1344 stage settings (n_win 16, topk 1 / 4 / 16); SLA
    Triton vs chunked at 16k / 100k / 1M rows (forward alone too); the BiFormer-S (800x1344) and
@@ -49,6 +52,7 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 # (output, gradient) tolerances of the kernel checks: max |got - expected| / max |expected|
 TOL = {'float32': (2e-6, 2e-5), 'float16': (3e-3, 1e-2), 'bfloat16': (2e-2, 5e-2)}
+REF_FACTOR = 2.  # or: at most this many times the same-dtype reference's error (vs float64)
 # full network, fp32 (the project's parity bar) and under autocast (vs the reference's autocast)
 NET_TOL = {'float32': 1e-4, 'float16': 2e-2, 'bfloat16': 5e-2}
 
@@ -343,21 +347,34 @@ def bra_run(backend: str, qkv, split, r_idx, m, scale, grad):
     return out.detach(), dqkv
 
 
+def kernel_verdict(dtype_name: str, got: Tuple, same: Tuple, truth: Tuple, dtype_ok: bool
+                   ) -> dict:
+    """Triton's (output, gradient) against the float64 reference (``truth``). An error passes
+    when it is within the dtype's tolerance or within ``REF_FACTOR`` times the error of the
+    reference backend run in the same dtype (``same``): a kernel is held to the accuracy the
+    dtype allows at that reduction length, not to a fixed number."""
+    tol_out, tol_grad = TOL[dtype_name]
+    e_out, e_grad = rel_err(got[0], truth[0]), rel_err(got[1], truth[1])
+    r_out, r_grad = rel_err(same[0], truth[0]), rel_err(same[1], truth[1])
+    ok = (dtype_ok and within(e_out, max(tol_out, REF_FACTOR * r_out))
+          and within(e_grad, max(tol_grad, REF_FACTOR * r_grad)))
+    return dict(ok=ok, err_out=e_out, err_grad=e_grad, ref_err_out=r_out, ref_err_grad=r_grad,
+                tol=f'{tol_out:g} / {tol_grad:g} or {REF_FACTOR:g}x ref')
+
+
 def check_bra(kit: Kit, name: str, case: Tuple, dtype_name: str) -> None:
     import torch
     dtype = getattr(torch, dtype_name)
     qkv, split, r_idx, m, scale, grad = bra_inputs(case, dtype, kit.device)
     with poisoned_outputs():
         out, dqkv = bra_run('triton', qkv, split, r_idx, m, scale, grad)
-    ref_out, ref_dqkv = bra_run('reference', qkv.float(), split, r_idx, m, scale, grad.float())
-    tol_out, tol_grad = TOL[dtype_name]
-    e_out, e_grad = rel_err(out, ref_out), rel_err(dqkv, ref_dqkv)
+    truth = bra_run('reference', qkv.double(), split, r_idx, m, scale, grad.double())
+    same = bra_run('reference', qkv, split, r_idx, m, scale, grad)
     n, s, h, w, pool, cqk, cv, heads, topk = case
     shape = (f'N{n} R{s * s} L{h * w} Lk{(pool or 0) ** 2 or h * w} Cqk{cqk} Cv{cv} '
              f'heads{heads} topk{topk}')
     kit.add('kernels', f'bra {name}', shape, dtype_name,
-            ok=within(e_out, tol_out) and within(e_grad, tol_grad) and out.dtype == dtype,
-            err_out=e_out, err_grad=e_grad, tol=f'{tol_out:g} / {tol_grad:g}')
+            **kernel_verdict(dtype_name, (out, dqkv), same, truth, out.dtype == dtype))
 
 
 def sla_inputs(case: Tuple, dtype, device: str, seed: int = 0):
@@ -387,14 +404,12 @@ def check_sla(kit: Kit, name: str, case: Tuple, dtype_name: str) -> None:
     qkv, cu_seqlens, grad = sla_inputs(case, dtype, kit.device)
     with poisoned_outputs():
         out, dqkv = sla_run('triton', qkv, cu_seqlens, grad)
-    ref_out, ref_dqkv = sla_run('reference', qkv.float(), cu_seqlens, grad.float())
-    tol_out, tol_grad = TOL[dtype_name]
-    e_out, e_grad = rel_err(out, ref_out), rel_err(dqkv, ref_dqkv)
+    truth = sla_run('reference', qkv.double(), cu_seqlens, grad.double())
+    same = sla_run('reference', qkv, cu_seqlens, grad)
     counts, h, d = case
     shape = f'N{sum(counts)} windows{len(counts)} (max {max(counts)} rows) H{h} D{d}'
     kit.add('kernels', f'sla {name}', shape, dtype_name,
-            ok=within(e_out, tol_out) and within(e_grad, tol_grad) and out.dtype == dtype,
-            err_out=e_out, err_grad=e_grad, tol=f'{tol_out:g} / {tol_grad:g}')
+            **kernel_verdict(dtype_name, (out, dqkv), same, truth, out.dtype == dtype))
 
 
 def nonfinite_masks(out, dqkv) -> Tuple:
@@ -499,20 +514,27 @@ def net_fixture(kit: Kit, backend: str = 'triton') -> None:
 
 def net_vs_reference(kit: Kit, arch, setting: str, n_win: int, size: Tuple[int, int],
                      backward: bool, dtype_name: str = 'float32', **kwargs) -> None:
-    """Triton backend against the reference backend, same weights, same (autocast) dtype."""
+    """Triton backend against the reference backend, same weights. In float32 the two must
+    agree to NET_TOL. Under autocast both are compared with the float32 reference: Triton's
+    error must be within NET_TOL or within REF_FACTOR times the autocast reference's error (a
+    half-precision network drifts by more than a fixed bar; the kernel must not add to it)."""
     import torch
     x = torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(0)).to(kit.device)
     autocast = dtype_name != 'float32'
     results = {}
-    for backend in ('reference', 'triton'):
-        model = biformer(arch, n_win, backend, kit.device, **kwargs)
+    runs = [('reference', autocast), ('triton', autocast)]
+    if autocast:
+        runs.append(('float32', False))
+    for backend, amp in runs:
+        model = biformer(arch, n_win, 'reference' if backend == 'float32' else backend,
+                         kit.device, **kwargs)
         if backward:
             model.train()
             for mod in model.modules():  # BatchNorm in eval: batch statistics of one image
                 if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm):
                     mod.eval()
         xi = x.clone().requires_grad_(backward)
-        with torch.autocast(kit.device, dtype=getattr(torch, dtype_name), enabled=autocast):
+        with torch.autocast(kit.device, dtype=getattr(torch, dtype_name), enabled=amp):
             with torch.set_grad_enabled(backward):
                 outs = model(xi)
         grads = []
@@ -526,6 +548,12 @@ def net_vs_reference(kit: Kit, arch, setting: str, n_win: int, size: Tuple[int, 
     e_out = rel_err(results['triton'][0], results['reference'][0])
     numbers = dict(err_out=e_out)
     ok = within(e_out, tol)
+    if autocast:
+        e_tri = rel_err(results['triton'][0], results['float32'][0])
+        e_ref = rel_err(results['reference'][0], results['float32'][0])
+        numbers.update(err_vs_fp32=e_tri, ref_err_vs_fp32=e_ref)
+        ok = within(e_tri, max(tol, REF_FACTOR * e_ref))
+        tol = f'{tol:g} or {REF_FACTOR:g}x ref'
     if backward:
         e_grad = rel_err(results['triton'][1], results['reference'][1])
         numbers['err_grad'] = e_grad

@@ -150,9 +150,11 @@ def test_routing():
         topk_routing(q_r, k_r, 10, 0.25)
 
 
-def cuda_like(*shape, dtype=torch.float32):
-    """What the dispatch reads of a CUDA tensor (device, dtype, shape), without a GPU."""
-    return SimpleNamespace(device=torch.device('cuda'), dtype=dtype, shape=torch.Size(shape))
+def cuda_like(*shape, dtype=torch.float32, requires_grad=False):
+    """What the dispatch reads of a CUDA tensor (device, dtype, shape, requires_grad), without a
+    GPU."""
+    return SimpleNamespace(device=torch.device('cuda'), dtype=dtype, shape=torch.Size(shape),
+                           requires_grad=requires_grad)
 
 
 def test_dispatch_asks_the_kernel(caplog):
@@ -178,6 +180,26 @@ def test_dispatch_asks_the_kernel(caplog):
         choose_backend(wide, wide, wide, gi, 2, 'triton')
     integer = cuda_like(2, 4, 16, 64, dtype=torch.int32)
     assert choose_backend(integer, integer, integer, gi, 2) == 'torch'
+
+
+@pytest.mark.skipif(not bra.HAS_TRITON, reason='triton not installed')
+def test_auto_sends_fp32_training_to_torch(caplog):
+    """fp32 / fp64 with gradients: 'auto' takes 'torch' (the Triton fp32 backward measured
+    slower); half precision and fp32 without gradients stay on Triton; explicit 'triton' runs."""
+    gi = cuda_like(2, 4, 1)
+    with caplog.at_level(logging.INFO, logger='mmattn.ops.dispatch'):
+        for dtype, grad, expected in ((torch.float32, True, 'torch'),
+                                      (torch.float64, True, 'torch'),
+                                      (torch.float16, True, 'triton'),
+                                      (torch.float32, False, 'triton')):
+            q = cuda_like(2, 4, 16, 64, dtype=dtype, requires_grad=grad)
+            v = cuda_like(2, 4, 16, 64, dtype=dtype)
+            assert choose_backend(q, v, v, gi, 2) == expected, (dtype, grad)
+            assert choose_backend(q, v, v, gi, 2, 'triton') == 'triton'
+    assert any('torch.float32 with gradients' in r.getMessage() for r in caplog.records)
+    q = cuda_like(2, 4, 16, 64, requires_grad=True)
+    with torch.no_grad():
+        assert choose_backend(q, q, q, gi, 2) == 'triton'
 
 
 def test_bad_inputs(monkeypatch):

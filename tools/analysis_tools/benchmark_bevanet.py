@@ -12,8 +12,10 @@ models run in every iteration, in alternating order (``mmattn.utils.benchmark.in
 the median milliseconds are reported, with FPS = 1000 / median, the parameter count of the
 deploy model (BatchNorms counted, as the official count) and, with ``--flops``, its GMACs
 (``torch.utils.flop_counter``, MACs = FLOPs / 2; the official README reports MACs as "FLOPs").
-On CUDA the timing synchronises around each forward, like the official ``calculate_FPS`` loop. The outputs of the two models are compared too (max
-relative difference).
+On CUDA each timed forward is synchronised on its own (median latency), and the official
+``calculate_FPS`` protocol is run as well: 10 warm-up forwards, then ``--loop-iters`` forwards back to
+back between two synchronisations (``fps_loop_*``; cuDNN autotuning off, as there). The outputs of
+the two models are compared too (max relative difference).
 """
 import argparse
 import copy
@@ -60,6 +62,21 @@ def gmacs(model, x: torch.Tensor) -> float:
     return counter.get_total_flops() / 2e9
 
 
+def loop_fps(fn, iters: int) -> float:
+    """The official ``calculate_FPS`` timing on CUDA: 10 warm-up calls, then ``iters`` calls back
+    to back between two synchronisations; returns calls per second."""
+    import time
+    with torch.inference_mode():
+        for _ in range(10):
+            fn()
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(iters):
+            fn()
+        torch.cuda.synchronize()
+    return iters / (time.perf_counter() - start)
+
+
 def main(argv: Optional[List[str]] = None) -> List[dict]:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--archs', nargs='+', default=['s', 'base'])
@@ -69,6 +86,8 @@ def main(argv: Optional[List[str]] = None) -> List[dict]:
     parser.add_argument('--threads', type=int, default=2, help='CPU threads (torch)')
     parser.add_argument('--iters', type=int, default=10)
     parser.add_argument('--warmup', type=int, default=2)
+    parser.add_argument('--loop-iters', type=int, default=200,
+                        help='CUDA only: forwards in the official back-to-back FPS loop')
     parser.add_argument('--flops', action='store_true', help='also count GMACs (slow on CPU)')
     parser.add_argument('--out', default=None, help='write the results as JSON')
     args = parser.parse_args(argv)
@@ -103,6 +122,9 @@ def main(argv: Optional[List[str]] = None) -> List[dict]:
                        fps_deploy=round(1e3 / ms['deploy'], 2),
                        folded_bn=folded, params_M=round(deploy_params(model) / 1e6, 3),
                        max_rel_diff=diff, iters=args.iters, warmup=args.warmup)
+            if args.device == 'cuda':
+                for name, fn in (('train', run), ('deploy', run_deploy)):
+                    row[f'fps_loop_{name}'] = round(loop_fps(fn, args.loop_iters), 2)
             if args.flops:
                 row['gmacs'] = round(gmacs(deployed, x), 2)
             results.append(row)

@@ -7,7 +7,9 @@ One public function, :func:`bra_attention`, with a backend switch:
 * ``'triton'``: fused Triton kernels, K/V read by index with an online softmax (CUDA; on CPU only
   under ``TRITON_INTERPRET=1``).
 * ``'auto'``: the first of ``'triton'``, ``'torch'`` that can run the tensors
-  (:func:`can_run_triton`: CUDA, fp16 / bf16 / fp32 / fp64, head dims <= 128).
+  (:func:`can_run_triton`: CUDA, fp16 / bf16 / fp32 / fp64, head dims <= 128), except that
+  fp32 / fp64 calls that need gradients go to ``'torch'`` (:func:`auto_skips_triton`: the
+  kernels' fp32 backward measured slower; ``backend='triton'`` still runs them).
 
 All backends take region-major tensors: ``q (N, R, Lq, Cqk)``, ``k (N, R, Lk, Cqk)``,
 ``v (N, R, Lk, Cv)`` (strided views are fine) and ``r_idx (N, R, topk)`` from :func:`topk_routing`.
@@ -50,6 +52,20 @@ def triton_unsupported(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor, num_heads
     return None
 
 
+def auto_skips_triton(q: Tensor, k: Tensor, v: Tensor) -> Optional[str]:
+    """Why ``'auto'`` prefers ``'torch'`` for tensors the Triton kernels can run, or ``None``.
+
+    fp32 / fp64 with gradients: BiFormer-S forward+backward at 800x1344 took 1270 ms with the
+    Triton backend and 463 ms with ``'torch'`` on an H200 (``tools/gpu_check.py``, 2026-11-30);
+    with bf16 autocast 135 vs 533 ms, and fp32 forward alone 0.65-0.74 vs 4.4-7.4 ms per stage.
+    """
+    if q.dtype in (torch.float32, torch.float64) and torch.is_grad_enabled() and (
+            q.requires_grad or k.requires_grad or v.requires_grad):
+        return (f'{q.dtype} with gradients: the Triton backward is slower than the torch '
+                "backend in fp32 (measured on an H200); pass backend='triton' to use it anyway")
+    return None
+
+
 def can_run_triton(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor, num_heads: int) -> bool:
     """Whether ``'auto'`` may send these tensors to the Triton kernels."""
     return triton_unsupported(q, k, v, r_idx, num_heads) is None
@@ -60,7 +76,8 @@ def choose_backend(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor, num_heads: in
     """The concrete backend that runs :func:`bra_attention` on these tensors."""
     explicit = backend != 'auto'
     return dispatch.choose_backend(_OP, backend, (
-        ('triton', lambda: triton_unsupported(q, k, v, r_idx, num_heads, explicit)),
+        ('triton', lambda: triton_unsupported(q, k, v, r_idx, num_heads, explicit)
+         or (None if explicit else auto_skips_triton(q, k, v))),
         ('torch', lambda: None),
         ('reference', lambda: None)))
 
@@ -156,4 +173,5 @@ def _validate(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor, num_heads: int) ->
 
 
 __all__ = ['BACKENDS', 'HAS_TRITON', 'bra_attention', 'bra_chunked', 'bra_reference',
-           'can_run_triton', 'choose_backend', 'topk_routing', 'triton_unsupported']
+           'auto_skips_triton', 'can_run_triton', 'choose_backend', 'topk_routing',
+           'triton_unsupported']
