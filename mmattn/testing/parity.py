@@ -67,7 +67,8 @@ def state_dict_from_fixture(fx: dict) -> 'OrderedDict[str, torch.Tensor]':
 
 
 def max_rel_error(got, expected) -> float:
-    """Worst |got - expected| over max|expected|, across a tensor or a sequence of tensors."""
+    """Worst |got - expected| over max|expected|, across a tensor or a sequence of tensors; NaN
+    when any compared value is NaN (so that ``err <= tol`` fails)."""
     got = [got] if isinstance(got, torch.Tensor) else list(got)
     expected = [expected] if isinstance(expected, torch.Tensor) else list(expected)
     if len(got) != len(expected):
@@ -77,7 +78,10 @@ def max_rel_error(got, expected) -> float:
         if tuple(g.shape) != tuple(e.shape):
             raise AssertionError(f'shape {tuple(g.shape)}, expected {tuple(e.shape)}')
         err = float((g.detach().float() - e.float()).abs().max())
-        worst = max(worst, err / (float(e.abs().max()) + 1e-12))
+        rel = err / (float(e.abs().max()) + 1e-12)
+        if rel != rel:  # NaN: max() would drop it
+            return float('nan')
+        worst = max(worst, rel)
     return worst
 
 

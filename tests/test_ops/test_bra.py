@@ -13,20 +13,15 @@ legacy formula here, and, inside the model, against the official fixtures
 needed), since the interpreter accepts code the compiler rejects.
 """
 import logging
-import os
-import subprocess
-import sys
-from types import SimpleNamespace
 
 import pytest
 import torch
+from _harness import assert_matches, compile_for_gpu, cuda_like, poison_allocations
 
 import mmattn.ops.bra as bra
 from mmattn.ops.bra import bra_attention, bra_chunked, bra_reference, choose_backend, topk_routing
 from mmattn.ops.bra import chunked as chunked_mod
-
-# (out, grads) tolerances, relative to max |expected|
-TOL = {torch.float32: (2e-6, 2e-5), torch.float16: (3e-3, 1e-2)}
+from mmattn.testing.parity import max_rel_error
 
 # name: (N, S, region h, region w, pooled kv per side or None, qk channels, v channels, heads, topk)
 CASES = {
@@ -78,30 +73,15 @@ def reference_fp32(case: str, dtype) -> tuple:
     return out, dqkv
 
 
-def rel(got: torch.Tensor, expected: torch.Tensor) -> float:
-    got, expected = got.detach().float(), expected.detach().float()
-    return float((got - expected).abs().max() / expected.abs().max())
-
-
 @pytest.fixture(autouse=True)
 def poison_outputs(monkeypatch):
     """Allocate every backend output filled with NaN."""
-
-    def nan_empty(shape, dtype, device):
-        return torch.full(shape, float('nan'), dtype=dtype, device=device)
-
-    monkeypatch.setattr(chunked_mod, '_empty', nan_empty)
-    if bra.HAS_TRITON:
-        monkeypatch.setattr(bra._triton_impl, '_empty', nan_empty)
+    poison_allocations(monkeypatch, chunked_mod, *([bra._triton_impl] if bra.HAS_TRITON else []))
 
 
 def check_backend(backend: str, case: str, dtype) -> None:
-    out, dqkv = run(lambda *a: bra_attention(*a, backend=backend), case, dtype)
-    ref_out, ref_dqkv = reference_fp32(case, dtype)
-    tol_out, tol_grad = TOL[dtype]
-    assert out.dtype == dtype and dqkv.dtype == dtype
-    assert rel(out, ref_out) <= tol_out, (case, rel(out, ref_out))
-    assert rel(dqkv, ref_dqkv) <= tol_grad, (case, rel(dqkv, ref_dqkv))
+    got = run(lambda *a: bra_attention(*a, backend=backend), case, dtype)
+    assert_matches(f'{backend} {case}', got, reference_fp32(case, dtype), dtype)
 
 
 @pytest.mark.parametrize('case', sorted(CASES))
@@ -120,7 +100,8 @@ def test_torch_backend_chunking_invariant():
     for chunk_elems in (1, 3 * 16 * 16):
         out, dqkv = run(lambda *a: bra_chunked(*a, chunk_elems=chunk_elems), 'topk1',
                         torch.float32)
-        assert rel(out, ref_out) <= 2e-6 and rel(dqkv, ref_dqkv) <= 2e-5
+        assert_matches(f'chunk_elems {chunk_elems}', (out, dqkv), (ref_out, ref_dqkv),
+                       torch.float32)
 
 
 def test_reference_is_the_official_formula():
@@ -148,13 +129,6 @@ def test_routing():
     assert torch.equal(idx, expected) and idx.dtype == torch.int64
     with pytest.raises(ValueError, match='topk=10'):
         topk_routing(q_r, k_r, 10, 0.25)
-
-
-def cuda_like(*shape, dtype=torch.float32, requires_grad=False):
-    """What the dispatch reads of a CUDA tensor (device, dtype, shape, requires_grad), without a
-    GPU."""
-    return SimpleNamespace(device=torch.device('cuda'), dtype=dtype, shape=torch.Size(shape),
-                           requires_grad=requires_grad)
 
 
 def test_dispatch_asks_the_kernel(caplog):
@@ -291,7 +265,7 @@ def test_autocast_bf16_matches_fp32(backend):
         assert dqkv.dtype == torch.float32
         return out.float(), dqkv
 
-    errors = [rel(a, b) for a, b in zip(grads(True), grads(False))]
+    errors = [max_rel_error(a, b) for a, b in zip(grads(True), grads(False))]
     assert max(errors) <= 3e-2 and min(errors) > 0, errors  # > 0: it really ran in bf16
 
 
@@ -380,8 +354,4 @@ def test_triton_kernels_compile_for_gpu(arch, dtype):
     sm_80 and sm_90 (Triton frontend, LLVM and the bundled ptxas; no GPU needed) in a fresh
     process without TRITON_INTERPRET. fp32 (IEEE dots) and bf16 (which the interpreter cannot
     run; fp16 takes the same path)."""
-    env = {k: v for k, v in os.environ.items() if k != 'TRITON_INTERPRET'}
-    proc = subprocess.run([sys.executable, '-c', COMPILE_SCRIPT, str(arch), dtype], env=env,
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.count('compiled') == 3
+    compile_for_gpu(COMPILE_SCRIPT, arch, dtype, kernels=3)

@@ -13,13 +13,10 @@ the official fixture ``SLA.op.pt``. The kernels are also compiled for a GPU targ
 needed), since the interpreter accepts code the compiler rejects.
 """
 import logging
-import os
-import subprocess
-import sys
-from types import SimpleNamespace
 
 import pytest
 import torch
+from _harness import assert_matches, compile_for_gpu, cuda_like, poison_allocations
 
 import mmattn.ops.sla as sla
 from mmattn.models.layers.sla_layer import SLALayer
@@ -27,9 +24,6 @@ from mmattn.ops.sla import (choose_backend, cu_seqlens_from_counts, scattered_li
                             sla_chunked, sla_reference)
 from mmattn.ops.sla import chunked as chunked_mod
 from mmattn.testing.parity import load_fixture, max_rel_error, state_dict_from_fixture
-
-# (out, grads) tolerances, relative to max |expected|
-TOL = {torch.float32: (2e-6, 2e-5), torch.float16: (3e-3, 1e-2)}
 
 # name: (window row counts, heads, head dim)
 CASES = {
@@ -76,25 +70,15 @@ def reference_fp32(case: str, dtype) -> tuple:
 def poison_outputs(monkeypatch):
     """Allocate every backend output (and Triton state buffer) filled with NaN; Triton chunks of
     16 rows, so that windows span several programs on tiny inputs."""
-
-    def nan_empty(shape, dtype, device):
-        return torch.full(shape, float('nan'), dtype=dtype, device=device)
-
-    monkeypatch.setattr(chunked_mod, '_empty', nan_empty)
+    poison_allocations(monkeypatch, chunked_mod, *([sla._triton_impl] if sla.HAS_TRITON else []))
     if sla.HAS_TRITON:
-        monkeypatch.setattr(sla._triton_impl, '_empty', nan_empty)
         monkeypatch.setattr(sla._triton_impl, 'BLOCK_N', 16)
 
 
 def check_backend(backend: str, case: str, dtype) -> None:
-    out, dqkv = run(lambda *a: scattered_linear_attention(*a, backend=backend),
-                    *make_inputs(case, dtype))
-    ref_out, ref_dqkv = reference_fp32(case, dtype)
-    tol_out, tol_grad = TOL[dtype]
-    assert out.dtype == dtype and dqkv.dtype == dtype
-    err_out, err_grad = max_rel_error(out, ref_out), max_rel_error(dqkv, ref_dqkv)
-    assert err_out <= tol_out, (case, err_out)
-    assert err_grad <= tol_grad, (case, err_grad)
+    got = run(lambda *a: scattered_linear_attention(*a, backend=backend),
+              *make_inputs(case, dtype))
+    assert_matches(f'{backend} {case}', got, reference_fp32(case, dtype), dtype)
 
 
 @pytest.mark.parametrize('case', sorted(CASES))
@@ -114,7 +98,8 @@ def test_torch_backend_chunking_invariant():
     ref_out = ref_out.detach()
     for chunk_elems in (1, 3 * 2 * 32 * 32):
         out, dqkv = run(lambda *a: sla_chunked(*a, chunk_elems=chunk_elems), *inputs)
-        assert max_rel_error(out, ref_out) <= 2e-6 and max_rel_error(dqkv, ref_dqkv) <= 2e-5
+        assert_matches(f'chunk_elems {chunk_elems}', (out, dqkv), (ref_out, ref_dqkv),
+                       torch.float32)
 
 
 def test_reference_is_softmax_free_attention():
@@ -141,11 +126,6 @@ def test_zero_rows_give_zero():
     for backend in ('reference', 'torch'):
         out = scattered_linear_attention(q, k, v, cu_seqlens, backend=backend)
         assert torch.isfinite(out).all() and not out[3].any()
-
-
-def cuda_like(*shape, dtype=torch.float32):
-    """What the dispatch reads of a CUDA tensor (device, dtype, shape), without a GPU."""
-    return SimpleNamespace(device=torch.device('cuda'), dtype=dtype, shape=torch.Size(shape))
 
 
 def test_dispatch_asks_the_kernel(caplog):
@@ -440,8 +420,4 @@ def test_triton_kernels_compile_for_gpu(arch, dtype):
     """The interpreter accepts code the GPU compiler rejects: compile the five kernels for sm_80
     and sm_90 (Triton frontend, LLVM and the bundled ptxas; no GPU needed) in a fresh process
     without TRITON_INTERPRET; bf16, which the interpreter cannot run, included."""
-    env = {k: v for k, v in os.environ.items() if k != 'TRITON_INTERPRET'}
-    proc = subprocess.run([sys.executable, '-c', COMPILE_SCRIPT, str(arch), dtype], env=env,
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.count('compiled') == 5
+    compile_for_gpu(COMPILE_SCRIPT, arch, dtype, kernels=5)

@@ -1,4 +1,6 @@
-"""Agent-Swin and SLAB-Swin: parity with the official code, checkpoints, PRepBN, layers."""
+"""Shared by the Agent-Swin and SLAB-Swin test modules: official layouts derived from the spec,
+fixture helpers, and the tests both families run (each module supplies the ``family`` fixture and
+imports them: ``test_agent_swin.py``, ``test_slab_swin.py``)."""
 import os.path as osp
 import subprocess
 import sys
@@ -6,16 +8,12 @@ import sys
 import pytest
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from mmattn.models.backbones.swin_family import (AgentSwinTransformer, SLABSwinTransformer,
-                                                 SwinBlock, _parse_attn_type, convert_agent_swin,
+                                                 _parse_attn_type, convert_agent_swin,
                                                  convert_slab_swin)
-from mmattn.models.layers.agent_attention import AgentAttention
-from mmattn.models.layers.linear_attention import SimplifiedLinearAttention
-from mmattn.models.layers.prepbn import LinearNorm, RepBN, TokenBatchNorm, switch_to_deploy
+from mmattn.models.layers.prepbn import LinearNorm
 from mmattn.testing import generate, load_fixture, max_rel_error, state_dict_from_fixture
-from mmattn.testing.runs import short_run_config
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 TOL = 1e-4
@@ -134,14 +132,12 @@ def generated_state_dict(spec, kind, seed=0):
     return sd
 
 
-@pytest.mark.parametrize('name', ['agent_swin_t.dense', 'agent_swin_t.cls', 'slab_swin_t.dense',
-                                  'slab_swin_t.cls'])
-def test_official_layout_derivation_matches_fixture(name):
+@pytest.mark.parametrize('kind', ['dense', 'cls'])
+def test_official_layout_derivation_matches_fixture(family, kind):
     """Names, shapes and dtypes match exactly; roles too, except that the re-issued SLAB fixtures
     store calibrated BatchNorm statistics verbatim (role 'buffer' instead of the generated
     'running_mean' / 'running_var')."""
-    fx = _fx(name)
-    family, kind = name.split('_t.')
+    fx = _fx(f'{family}_t.{kind}')
     derived = {k: (tuple(s), d, r) for k, s, d, r in official_layout(family, 'tiny', kind)}
     stored = {k: (tuple(s), d, r) for k, s, d, r in fx['spec']}
     assert derived.keys() == stored.keys(), (sorted(derived.keys() - stored.keys())[:5],
@@ -164,7 +160,6 @@ def _dense_model(family, arch='tiny', **kw):
     return cls_(arch=arch, **kw), convert
 
 
-@pytest.mark.parametrize('family', ['agent_swin', 'slab_swin'])
 def test_dense_parity(family):
     fx = _fx(f'{family}_t.dense')
     model, convert = _dense_model(family)
@@ -198,7 +193,6 @@ def _cls_trunk(family):
     return fx, model.eval(), head
 
 
-@pytest.mark.parametrize('family', ['agent_swin', 'slab_swin'])
 def test_classifier_trunk_parity(family):
     fx, model, head = _cls_trunk(family)
     with torch.no_grad():
@@ -212,7 +206,6 @@ def test_classifier_trunk_parity(family):
 # --------------------------------------------------------------------------------------------
 # small / base: official layouts load completely, run at any size, use only validated paths
 # --------------------------------------------------------------------------------------------
-@pytest.mark.parametrize('family', ['agent_swin', 'slab_swin'])
 @pytest.mark.parametrize('arch', ['small', 'base'])
 def test_small_base_official_layout_loads_and_runs(family, arch):
     model, convert = _dense_model(family, arch)
@@ -246,7 +239,6 @@ def _block_kinds(model):
     return kinds
 
 
-@pytest.mark.parametrize('family', ['agent_swin', 'slab_swin'])
 @pytest.mark.parametrize('arch', ['small', 'base'])
 def test_small_base_use_only_tiny_block_kinds(family, arch):
     """Every (mixer, stage, window, shift / agent grid) of S and B is one the tiny fixtures
@@ -257,57 +249,9 @@ def test_small_base_use_only_tiny_block_kinds(family, arch):
     assert _block_kinds(big) - tiny == set()
 
 
-def test_attn_types_per_arch():
-    assert AgentSwinTransformer('tiny').attn_type == 'AAAB'
-    assert AgentSwinTransformer('small').attn_type == 'AABB'
-    base = AgentSwinTransformer('base')
-    assert base.attn_type == 'AAMB2'
-    mixers = [[b.mixer for b in st.blocks] for st in base.layers]
-    assert mixers[2][:2] == ['agent', 'agent'] and set(mixers[2][2:]) == {'window'}
-    assert [len(m) for m in mixers] == [2, 2, 18, 2]
-    # shift counted from the stage start, 'A' blocks included: block 3 shifted, 2 not
-    assert [b.shift_size for b in base.layers[2].blocks[:5]] == [0, 0, 0, 3, 0]
-    assert [st.blocks[0].attn.num_heads for st in base.layers] == [4, 8, 16, 32]
-    slab = SLABSwinTransformer('small')
-    assert [[b.mixer for b in st.blocks][0] for st in slab.layers] == ['linear', 'linear',
-                                                                       'window', 'window']
-    assert [st.blocks[1].shift_size for st in slab.layers] == [28, 14, 3, 3]
-    with pytest.raises(ValueError, match='attn_type'):
-        AgentSwinTransformer('tiny', attn_type='AAXB')
-
-
-# --------------------------------------------------------------------------------------------
-# oracle for the Swin skeleton and the 'B' / 'S' blocks: mmdet's SwinTransformer
-# --------------------------------------------------------------------------------------------
-@pytest.mark.parametrize('arch', [
-    dict(embed_dims=96, depths=(2, 2, 2, 2), num_heads=(3, 6, 12, 24)),
-    dict(embed_dims=128, depths=(2, 2, 3, 2), num_heads=(4, 8, 16, 32))])
-def test_window_blocks_match_mmdet_swin(arch):
-    mmdet_swin = pytest.importorskip('mmdet.models.backbones.swin')
-    torch.manual_seed(0)
-    ours = AgentSwinTransformer(arch, attn_type='BBBB').eval()
-    with torch.no_grad():  # non-trivial norms
-        for name, p in ours.named_parameters():
-            if 'norm' in name:
-                p.add_(0.1 * torch.randn_like(p))
-    ref = mmdet_swin.SwinTransformer(embed_dims=arch['embed_dims'], depths=arch['depths'],
-                                     num_heads=arch['num_heads'], window_size=7)
-    ref.eval()  # mmdet's train() returns None
-    sd = {k[len('backbone.'):]: v for k, v in mmdet_swin.swin_converter(ours.state_dict()).items()}
-    missing, unexpected = ref.load_state_dict(sd, strict=False)
-    assert not unexpected and all(k.endswith('relative_position_index') for k in missing)
-    with torch.no_grad():
-        for hw in ((224, 224), (97, 131)):
-            x = torch.randn(2, 3, *hw)
-            err = max_rel_error(ours(x), ref(x))
-            print(f'window blocks vs mmdet Swin {arch["embed_dims"]} {hw}: {err:.2e}')
-            assert err <= 1e-5, (hw, err)
-
-
 # --------------------------------------------------------------------------------------------
 # checkpoints
 # --------------------------------------------------------------------------------------------
-@pytest.mark.parametrize('family', ['agent_swin', 'slab_swin'])
 def test_init_cfg_loads_official_checkpoints(family, tmp_path):
     from mmattn.registry import MODELS
     from mmattn.utils.checkpoint import CheckpointError
@@ -367,7 +311,6 @@ def test_init_cfg_loads_official_checkpoints(family, tmp_path):
     assert torch.all(own['norm0.weight'] == 2.0)  # not in the classifier file: Constant init
 
 
-@pytest.mark.parametrize('family', ['agent_swin', 'slab_swin'])
 def test_converter_script(family, tmp_path):
     fx = _fx(f'{family}_t.dense')
     sd = state_dict_from_fixture(fx)
@@ -394,7 +337,6 @@ def test_converter_script(family, tmp_path):
         f'norm{i}.{p}' for i in range(4) for p in ('weight', 'bias'))
 
 
-@pytest.mark.parametrize('family', ['agent_swin', 'slab_swin'])
 def test_converter_refuses_empty_and_other_models(family, tmp_path):
     """An empty checkpoint, the other family's checkpoint and a PoolFormer's (same stem key
     name): an error naming the file, and no output."""
@@ -411,286 +353,3 @@ def test_converter_refuses_empty_and_other_models(family, tmp_path):
         with pytest.raises(SystemExit, match=f'{name}: cannot convert'):
             convert(['--model', family, str(tmp_path / name), str(out)])
         assert not out.exists()
-
-
-def test_slab_detection_checkpoint_gets_warm_counters():
-    sd = state_dict_from_fixture(_fx('slab_swin_t.dense'))
-    out = convert_slab_swin(sd)
-    assert 'patch_embed.norm.warm' not in sd and int(out['patch_embed.norm.warm']) == 0
-    assert all(k[:-4] + 'iter' in out for k in out if k.endswith('.warm'))
-
-
-# --------------------------------------------------------------------------------------------
-# PRepBN
-# --------------------------------------------------------------------------------------------
-def _calibrated_slab_tiny():
-    """SLAB-Swin-T with the fixture weights and BN statistics re-estimated on one batch (as the
-    official recipe's final BN-statistics epochs do), so that eval-mode RepBN normalises."""
-    fx = _fx('slab_swin_t.dense')
-    model = SLABSwinTransformer('tiny', norm_eval=False)
-    model.load_state_dict(convert_slab_swin(state_dict_from_fixture(fx)))
-    for m in model.modules():
-        if isinstance(m, LinearNorm):
-            m.set_step(m.total_step)  # lam = 0: RepBN only
-        if isinstance(m, nn.BatchNorm1d):
-            m.reset_running_stats()
-            m.momentum = None
-    model.train()
-    torch.manual_seed(0)
-    with torch.no_grad():
-        model(torch.randn(2, 3, 224, 224))
-    return model.eval()
-
-
-def test_slab_switch_to_deploy_is_exact():
-    model = _calibrated_slab_tiny()
-    torch.manual_seed(1)
-    x = torch.randn(1, 3, 256, 320)
-    with torch.no_grad():
-        before = model(x)
-        model.switch_to_deploy()
-        after = model(x)
-    assert not any(isinstance(m, (LinearNorm, RepBN)) for m in model.modules())
-    assert sum(isinstance(m, TokenBatchNorm) for m in model.modules()) == 1 + 2 * 12 + 3
-    err = max_rel_error(after, before)
-    print(f'SLAB-Swin-T deploy vs RepBN: max rel err {err:.2e}')
-    assert err <= 1e-5
-
-
-def test_repbn_fuse_matches_formula():
-    torch.manual_seed(0)
-    m = RepBN(8).eval()
-    m.bn.running_mean.normal_()
-    m.bn.running_var.uniform_(0.5, 2)
-    m.bn.weight.data.normal_()
-    m.bn.bias.data.normal_()
-    m.alpha.data.fill_(0.7)
-    x = torch.randn(2, 5, 8)
-    ref = (x - m.bn.running_mean) / torch.sqrt(m.bn.running_var + m.bn.eps) * m.bn.weight \
-        + m.bn.bias + 0.7 * x
-    assert torch.allclose(m(x), ref, atol=1e-6)
-    assert torch.allclose(m.fuse()(x), ref, atol=1e-5)  # fused module keeps eval mode
-    seq = switch_to_deploy(nn.Sequential(m, nn.Sequential(LinearNorm(8).eval())))
-    assert isinstance(seq[0], TokenBatchNorm) and isinstance(seq[1][0], TokenBatchNorm)
-    assert not seq[0].training and torch.allclose(seq[0](x), ref, atol=1e-5)
-
-
-def _self_stepping_lams(warm, total, r0, steps):
-    m = LinearNorm(4, step=total, warm=warm, r0=r0).train()
-    lams = []
-    for _ in range(steps):
-        lams.append(m.lam)
-        m(torch.randn(2, 3, 4))
-    return lams
-
-
-def test_linear_norm_schedule_and_blend():
-    # official: warm LN-only forwards, then lam = r0 * iter / total, iter counting down to 0
-    lams = _self_stepping_lams(warm=2, total=4, r0=1.0, steps=9)
-    assert lams == [1.0, 1.0, 1.0, 0.75, 0.5, 0.25, 0.0, 0.0, 0.0]
-    # set_step(t) reproduces the counters of t self-advancing forwards
-    for t in range(9):
-        m = LinearNorm(4, step=4, warm=2)
-        m.set_step(t, warmup=2, total=4)
-        assert m.lam == lams[t], t
-    torch.manual_seed(0)
-    m = LinearNorm(6, step=10)
-    m.set_step(4, total=10)
-    m.train()
-    m.self_step = False
-    x = torch.randn(3, 7, 6)
-    ln = F.layer_norm(x, (6,), m.norm1.weight, m.norm1.bias, 1e-5)
-    bn = F.batch_norm(x.reshape(-1, 6), None, None, m.norm2.bn.weight, m.norm2.bn.bias, True,
-                      0.0, 1e-5).reshape(3, 7, 6) + m.norm2.alpha * x
-    assert torch.allclose(m(x), 0.6 * ln + 0.4 * bn, atol=1e-5)
-    assert int(m.iter) == 6  # not advanced when driven externally
-    m.eval()
-    assert torch.allclose(m(x), m.norm2(x))
-
-
-def test_prepbn_hook_drives_schedule():
-    from mmattn.engine import PRepBNHook
-    from mmattn.registry import HOOKS
-
-    class _Runner:
-        max_iters = 10
-        iter = 0
-
-        def __init__(self, model):
-            import logging
-            self.model = model
-            self.logger = logging.getLogger('test')
-
-    model = nn.Sequential(LinearNorm(4, step=300000), nn.Sequential(LinearNorm(4)))
-    hook = HOOKS.build(dict(type='mmattn.PRepBNHook', total_iters=0.4, warmup_iters=2))
-    assert isinstance(hook, PRepBNHook)
-    runner = _Runner(model)
-    hook.before_train(runner)
-    seen = []
-    for it in range(9):
-        runner.iter = it
-        hook.before_train_iter(runner, it)
-        model.train()
-        for _ in range(3):  # several forwards per step (checkpointing, accumulation)
-            model(torch.randn(2, 3, 4))
-        seen.append(model[0].lam)
-        assert model[1][0].lam == model[0].lam
-    assert seen == _self_stepping_lams(warm=2, total=4, r0=1.0, steps=9)
-    with pytest.raises(RuntimeError, match='no PRepBN'):
-        hook.before_train(_Runner(nn.Linear(2, 2)))
-
-
-def test_slab_norm_eval_and_frozen_stages():
-    model = SLABSwinTransformer('tiny', frozen_stages=2)
-    model.train()
-    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm1d)]
-    assert bns and not any(m.training for m in bns)
-    assert not any(p.requires_grad for p in model.patch_embed.parameters())
-    assert not any(p.requires_grad for p in model.layers[1].blocks.parameters())
-    assert not any(p.requires_grad for p in model.layers[0].downsample.parameters())
-    assert not model.layers[1].blocks.training and not model.norm1.training
-    # the merging after stage 1 feeds stage 2: it trains (mmdet's Swin would freeze it)
-    assert all(p.requires_grad for p in model.layers[1].downsample.parameters())
-    assert all(p.requires_grad for p in model.layers[2].parameters())
-    assert model.layers[2].training and model.norm2.training
-    model = SLABSwinTransformer('tiny', norm_eval=False).train()
-    assert all(m.training for m in model.modules() if isinstance(m, nn.BatchNorm1d))
-
-
-def test_training_step_runs_with_checkpointing():
-    model = AgentSwinTransformer(dict(embed_dims=32, depths=(1, 2, 1, 1), num_heads=(1, 2, 4, 8)),
-                                 attn_type='AAAB', with_cp=True, drop_path_rate=0.1).train()
-    outs = model(torch.randn(2, 3, 70, 90))
-    sum(o.mean() for o in outs).backward()
-    assert model.layers[0].blocks[0].attn.an_bias.grad is not None
-    slab = SLABSwinTransformer(dict(embed_dims=32, depths=(1, 2, 1, 1), num_heads=(1, 2, 4, 8)),
-                               with_cp=True).train()
-    outs = slab(torch.randn(2, 3, 70, 90))
-    sum(o.mean() for o in outs).backward()
-    assert slab.layers[1].blocks[1].attn.positional_encoding.grad is not None
-
-
-# --------------------------------------------------------------------------------------------
-# the two attentions as plain modules, against literal transcriptions of the papers' math
-# --------------------------------------------------------------------------------------------
-def _agent_attention_naive(m: AgentAttention, x, hw):
-    """Spec section 3 step by step: separate interpolations per bias term, explicit softmax."""
-    b, n, c = x.shape
-    h, w = hw
-    nh, d, p = m.num_heads, m.head_dim, m.pool_size
-    a1, a2 = m.agent_shape
-    q, k, v = m.qkv(x).chunk(3, dim=-1)
-    agents = F.adaptive_avg_pool2d(q.permute(0, 2, 1).reshape(b, c, h, w), (a1, a2))
-    agents = agents.reshape(b, c, -1).permute(0, 2, 1)
-
-    def heads(t):
-        return t.reshape(b, t.shape[1], nh, d).permute(0, 2, 1, 3)
-
-    q, k, v, agents = heads(q), heads(k), heads(v), heads(agents)
-
-    def resize(t, size):
-        return F.interpolate(t, size=size, mode='bilinear', align_corners=False)
-
-    def grid(t):  # (H, p*p, h, w) -> (H, h*w, a1*a2)
-        t = t.reshape(nh, p, p, h * w).permute(0, 3, 1, 2)
-        return resize(t, (a1, a2)).reshape(nh, h * w, a1 * a2)
-
-    pb = grid(resize(m.an_bias, (h, w))) + grid(resize((m.ah_bias + m.aw_bias)[0], (h, w)))
-    ab = grid(resize(m.na_bias, (h, w))) + grid(
-        resize((m.ha_bias + m.wa_bias)[0].permute(0, 3, 1, 2), (h, w)))
-    attn = torch.softmax(agents * m.scale @ k.transpose(-2, -1) + pb.transpose(1, 2), -1)
-    agent_v = attn @ v
-    attn = torch.softmax(q * m.scale @ agents.transpose(-2, -1) + ab, -1)
-    out = (attn @ agent_v).transpose(1, 2).reshape(b, n, c)
-    out = out + m.dwc(v.transpose(1, 2).reshape(b, h, w, c).permute(0, 3, 1, 2)).flatten(2).mT
-    return m.proj(out)
-
-
-@pytest.mark.parametrize('hw,agent_shape', [((14, 14), None), ((9, 13), (5, 5)),
-                                            ((20, 11), (4, 6))])
-def test_agent_attention_module(hw, agent_shape):
-    torch.manual_seed(0)
-    m = AgentAttention(24, 3, agent_num=9, bias_resolution=14, agent_shape=agent_shape).eval()
-    with torch.no_grad():
-        for p in m.parameters():
-            p.add_(0.3 * torch.randn_like(p))
-    x = torch.randn(2, hw[0] * hw[1], 24)
-    with torch.no_grad():
-        out = m(x, hw)
-        assert out.shape == x.shape
-        assert max_rel_error(out, _agent_attention_naive(m, x, hw)) <= 1e-5
-    with pytest.raises(ValueError, match='hw_shape'):
-        m(x, (hw[0] + 1, hw[1]))
-
-
-def test_agent_attention_fused_and_plain_paths_agree():
-    from mmattn.models.layers.agent_attention import _attention
-    torch.manual_seed(0)
-    q, k, v = torch.randn(2, 3, 81, 41), torch.randn(2, 3, 300, 41), torch.randn(2, 3, 300, 32)
-    a = _attention(q * 41 ** -0.5, k, v, 0.0, fused=True)
-    b = _attention(q * 41 ** -0.5, k, v, 0.0, fused=False)
-    assert max_rel_error(a, b) <= 1e-5
-
-
-def test_simplified_linear_attention_module():
-    torch.manual_seed(0)
-    m = SimplifiedLinearAttention(24, 3, window_size=(4, 5), kernel_size=5).eval()
-    with torch.no_grad():
-        m.positional_encoding.normal_()
-    x = torch.randn(3, 20, 24)
-    with torch.no_grad():
-        out = m(x)
-        q, k, v = m.qkv(x).chunk(3, -1)
-        q, k = F.relu(q), F.relu(k + m.positional_encoding)
-        heads = [slice(8 * i, 8 * (i + 1)) for i in range(3)]
-        ref = []
-        for sl in heads:
-            qh, kh, vh = q[..., sl], k[..., sl], v[..., sl]
-            sim = qh @ kh.transpose(1, 2)  # quadratic form of the same attention
-            o = sim @ vh / (sim.sum(-1, keepdim=True) + 1e-6)
-            vm = vh.transpose(1, 2).reshape(3, 8, 4, 5)
-            ref.append(o + m.dwc(vm).flatten(2).transpose(1, 2))
-        ref = m.proj(torch.cat(ref, -1))
-    assert out.shape == x.shape
-    assert max_rel_error(out, ref) <= 1e-5
-    with pytest.raises(ValueError, match='window'):
-        m(torch.randn(1, 16, 24))
-
-
-def test_swin_block_rejects_bad_config():
-    with pytest.raises(ValueError, match='mixer'):
-        SwinBlock(8, 2, mixer='conv')
-    with pytest.raises(ValueError, match='shift'):
-        SwinBlock(8, 2, mixer='window', window_size=7, shift_size=7)
-
-
-# --------------------------------------------------------------------------------------------
-# configs: two training iterations on the bundled sample data
-# --------------------------------------------------------------------------------------------
-@pytest.mark.slow
-@pytest.mark.parametrize('config', [
-    'configs/agent_swin/mask-rcnn_agent-swin-t_fpn_sample-coco.py',
-    'configs/agent_swin/upernet_agent-swin-t_sample-cityscapes.py',
-    'configs/slab_swin/mask-rcnn_slab-swin-t_fpn_prepbn_sample-coco.py'])
-def test_sample_config_trains_two_iterations(config, tmp_path):
-    import mmattn  # noqa: F401  (config compatibility patches)
-    from mmattn.utils.runner import build_runner
-    torch.set_num_threads(2)
-    cfg = short_run_config(osp.join(REPO, config), tmp_path, num_val=1)
-    runner = build_runner(cfg)
-    backbone = runner.model.backbone
-    before = {k: v.clone() for k, v in backbone.state_dict().items()}
-    runner.train()
-    after = backbone.state_dict()
-    assert osp.isfile(tmp_path / 'iter_2.pth')
-    changed = [k for k, v in after.items()
-               if v.is_floating_point() and not torch.equal(v, before[k])]
-    assert changed, 'no backbone weight moved in two iterations'
-    if 'prepbn' in config:
-        norms = [m for m in backbone.modules() if isinstance(m, LinearNorm)]
-        # PRepBNHook drove the schedule: step 1 of round(0.8 * 2) = 2 decay steps
-        assert norms and all(m.self_step for m in norms)  # handed back after training
-        assert all(int(m.total_step) == 2 and int(m.iter) == 1 for m in norms)
-        # norm_eval=False: the BatchNorm statistics trained
-        assert any(not torch.equal(after[k], before[k])
-                   for k in after if k.endswith('running_mean'))
