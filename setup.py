@@ -33,6 +33,8 @@ setup(
         '3d': ['mmdet3d>=1.4,<1.5', 'mmdet>=3.3,<3.4', 'scipy', 'matplotlib'],
         # Triton kernels of the BRA / SLA ops (CUDA)
         'kernels': ['triton>=3.0'],
+        # published weights behind Google Drive links (mmattn.apis, tools/demo.py --model)
+        'download': ['gdown'],
     },
     zip_safe=False,
 )

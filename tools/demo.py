@@ -1,7 +1,11 @@
 """Inference demo: images or point clouds in, predictions drawn to PNG files.
 
     python tools/demo.py IMAGE_OR_DIR CONFIG [--weights CKPT] [--out-dir outputs] [--device cpu]
+    python tools/demo.py IMAGE_OR_DIR --model NAME [--weights CKPT] [--out-dir outputs]
     python tools/demo.py POINTS.bin_OR_DIR CONFIG [--weights CKPT] [--ann-file INFOS.pkl]
+
+``--model NAME`` is a name of ``model-index.yml``: its config, and its published weights fetched,
+checked and converted by :mod:`mmattn.apis` (cached under ``~/.cache/mmattn/checkpoints/``).
 
 The task follows the config's ``default_scope``: ``mmdet`` configs run mmdet's ``DetInferencer``
 (boxes, and masks for instance-segmentation models), ``mmseg`` configs run ``MMSegInferencer``,
@@ -19,7 +23,8 @@ from typing import List
 import mmcv
 
 import mmattn  # noqa: F401  (compatibility patches)
-from mmattn.utils.checkpoint import check_checkpoint
+from mmattn.apis import init_model, resolve
+from mmattn.utils.checkpoint import CheckpointError, check_checkpoint
 
 IMAGE_EXTS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
 
@@ -27,8 +32,11 @@ IMAGE_EXTS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description='Draw a model\'s predictions to PNG files')
     parser.add_argument('inputs', help='an image file or a folder of images')
-    parser.add_argument('config', help='config file')
-    parser.add_argument('--weights', help='checkpoint (without it the model is randomly initialised)')
+    parser.add_argument('config', nargs='?', help='config file (or --model NAME)')
+    parser.add_argument('--model', help='a model-index name instead of CONFIG: its published '
+                        'weights are downloaded, checked and converted once (mmattn.apis)')
+    parser.add_argument('--weights', help='checkpoint (without it a CONFIG is randomly '
+                        "initialised and a --model NAME gets the index's weights)")
     parser.add_argument('--out-dir', default='outputs', help='where the PNGs go')
     parser.add_argument('--device', default='cpu', help='cpu, cuda, cuda:1, ...')
     parser.add_argument('--pred-score-thr', type=float, default=0.3,
@@ -36,7 +44,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--batch-size', type=int, default=1)
     parser.add_argument('--ann-file', help='3D only: info .pkl whose boxes are drawn as ground '
                         'truth for the inputs it lists (matched by point-file name)')
-    return parser.parse_args()
+    args = parser.parse_args()
+    if (args.config is None) == (args.model is None):
+        parser.error('give either CONFIG or --model NAME')
+    return args
 
 
 def list_images(inputs: str) -> List[str]:
@@ -53,25 +64,18 @@ def list_images(inputs: str) -> List[str]:
 
 
 def build_inferencer(config: str, weights: str, device: str):
+    """mmdet's / mmseg's Inferencer of a config file (``weights``: a checkpoint or ``None``)."""
     from mmengine.config import Config
     if not osp.isfile(config):
         raise FileNotFoundError(f'config file not found: {config}')
     if weights and not osp.isfile(weights):
         raise FileNotFoundError(f'checkpoint not found: {weights}')
     scope = Config.fromfile(config).get('default_scope', 'mmdet')
-    if scope == 'mmdet':
-        from mmdet.apis import DetInferencer
-        inferencer = DetInferencer(model=config, weights=weights, device=device,
-                                   show_progress=True)
-    elif scope == 'mmseg':
-        from mmseg.apis import MMSegInferencer
-        inferencer = MMSegInferencer(model=config, weights=weights, device=device)
-    else:
+    if scope not in ('mmdet', 'mmseg'):
         raise ValueError(f'{config}: default_scope {scope!r} is not supported by this demo '
                          "(use an 'mmdet' or 'mmseg' config)")
-    if weights:
-        check_checkpoint(inferencer.model, weights)
-    return inferencer, scope
+    im = init_model(config, weights or None, device, resolve_weights=False)
+    return im.inferencer, scope
 
 
 def list_point_files(inputs: str) -> List[str]:
@@ -154,6 +158,12 @@ def run_3d(args: argparse.Namespace) -> None:
 def main() -> None:
     args = parse_args()
     from mmengine.config import Config
+    if args.model:  # config + published weights (fetched, checked, converted, cached)
+        try:
+            resolved = resolve(args.model, args.weights)
+        except (CheckpointError, FileNotFoundError, KeyError) as e:
+            raise SystemExit(f'--model {args.model}: {e.args[0] if e.args else e}')
+        args.config, args.weights = resolved.config, resolved.checkpoint
     if osp.isfile(args.config) and \
             Config.fromfile(args.config).get('default_scope') == 'mmdet3d':
         run_3d(args)
