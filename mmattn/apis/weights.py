@@ -15,7 +15,6 @@ found there is used without a request, so a machine without internet access can 
 by hand. A download that does not match ``SHA256`` is deleted, never cached.
 """
 import hashlib
-import importlib.util
 import os
 import os.path as osp
 import re
@@ -28,7 +27,7 @@ from typing import Any, Dict, List, Optional
 
 import torch
 
-from mmattn.utils.checkpoint import CheckpointError, load_file
+from mmattn.utils.checkpoint import CheckpointError, convert_checkpoint, load_file
 
 CACHE_ENV = 'MMATTN_CACHE'
 INDEX_ENV = 'MMATTN_MODEL_INDEX'
@@ -335,31 +334,16 @@ def fetch(url: str, filename: Optional[str] = None, sha256: Optional[str] = None
 
 
 # ------------------------------------------------------------------------------------- conversion
-def _converter_module():
-    """``tools/model_converters/convert.py`` of the repository (or of ``mmattn/.mim``)."""
-    for root in (_REPO_DIR, osp.join(_PACKAGE_DIR, '.mim')):
-        path = osp.join(root, 'tools', 'model_converters', 'convert.py')
-        if osp.isfile(path):
-            name = 'mmattn_tools_convert'
-            if name not in sys.modules:
-                spec = importlib.util.spec_from_file_location(name, path)
-                module = importlib.util.module_from_spec(spec)
-                spec.loader.exec_module(module)
-                sys.modules[name] = module
-            return sys.modules[name]
-    raise CheckpointError(f'the converter tools/model_converters/convert.py is in neither '
-                          f'{_REPO_DIR} nor {osp.join(_PACKAGE_DIR, ".mim")}')
-
-
 def convert_cached(src: str, family: str, dst: str, digest: str) -> str:
-    """Convert the official file ``src`` with the ``family`` converter (``convert.py``'s
-    :func:`convert`) into ``dst`` once; the dataset meta (classes) of ``src`` is kept."""
+    """Convert the official file ``src`` with the ``family`` converter
+    (:func:`mmattn.utils.checkpoint.convert_checkpoint`, as ``tools/model_converters/convert.py``)
+    into ``dst`` once; the dataset meta (classes) of ``src`` is kept."""
     from mmengine.logging import print_log
     if osp.isfile(dst):
         meta = load_file(dst, map_location='meta').get('meta', {})
         if meta.get('source_sha256') == digest:
             return dst
-    out = _converter_module().convert(family, src)
+    out = convert_checkpoint(family, src)
     meta = load_file(src, map_location='meta')
     old = meta.get('meta', {}) if isinstance(meta, dict) else {}
     for key in ('dataset_meta', 'CLASSES', 'PALETTE'):

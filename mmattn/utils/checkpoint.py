@@ -442,8 +442,44 @@ def check_checkpoint(model: nn.Module, filename: str, min_match: float = 0.5) ->
                               f'only {matched}/{total} entries match; {detail}')
 
 
+# ------------------------------------------------------------------------------------ conversion
+def convert_checkpoint(family_name: str, src: str, prefix: Optional[str] = None) -> dict:
+    """An official checkpoint converted to mmattn's layout: ``{'state_dict', 'meta'}`` with the
+    family filter applied to the backbone (under ``prefix``, found when ``None``) and the rest of
+    a detector / segmentor kept, classifier heads dropped; ``meta`` names the source, family,
+    prefix, the arch read from the file and the dropped keys. Raises :class:`CheckpointError`
+    when ``src`` is not a checkpoint of ``family_name``. Used by
+    ``tools/model_converters/convert.py`` and :mod:`mmattn.apis`."""
+    family = get_family(family_name)
+    checkpoint = read_checkpoint(src)
+    backbone, used, dropped = filter_checkpoint(checkpoint, family, prefix, None, src)
+    arch = ''
+    if family.model_from_state_dict is not None:
+        try:
+            model = family.model_from_state_dict(backbone)
+        except (CheckpointError, KeyError, ValueError) as e:
+            raise CheckpointError(f'{src} is not a checkpoint of {family.name}: {e}') from None
+        report = match_state_dict(model, backbone, family.optional, family.derived)
+        if not report.ok:
+            raise CheckpointError(f'{src} does not fit {type(model).__name__} (the arch read from '
+                                  f'the file): {report.problems()}')
+        arch = type(model).__name__
+    if used:
+        whole = unwrap_state_dict(checkpoint, src)
+        state_dict = {k: v for k, v in whole.items()
+                      if not k.startswith(used) and not k.startswith('head.')}
+        dropped += [k for k in whole if not k.startswith(used) and k.startswith('head.')]
+        state_dict.update({used + k: v for k, v in backbone.items()})
+    else:
+        state_dict = dict(backbone)
+    meta = dict(converted_from=osp.basename(src), model=family.name, prefix=used, arch=arch,
+                dropped=dropped)
+    return {'state_dict': state_dict, 'meta': meta}
+
+
 __all__ = ['CheckpointError', 'CheckpointFamily', 'FAMILIES', 'FAMILY_MODULES', 'LoadReport',
-           'UNSAFE_ENV', 'allow_unsafe_load', 'check_checkpoint', 'filter_checkpoint',
+           'UNSAFE_ENV', 'allow_unsafe_load', 'check_checkpoint', 'convert_checkpoint',
+           'filter_checkpoint',
            'find_prefix', 'get_family', 'init_weights', 'load_checkpoint', 'load_file',
            'load_url', 'match_state_dict', 'read_checkpoint', 'register_family',
            'state_dict_of', 'strip_prefix', 'unsafe_load_allowed', 'unwrap_state_dict',

@@ -29,38 +29,12 @@ import torch
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
 from mmattn.utils.checkpoint import (FAMILIES, FAMILY_MODULES, CheckpointError,  # noqa: E402
-                                     filter_checkpoint, get_family, match_state_dict,
-                                     read_checkpoint, unwrap_state_dict)
+                                     convert_checkpoint)
 
 
 def convert(family_name: str, src: str, prefix: Optional[str] = None) -> dict:
-    """The converted checkpoint of ``src`` (see the module docstring); raises
-    :class:`CheckpointError` when ``src`` is not a checkpoint of ``family_name``."""
-    family = get_family(family_name)
-    checkpoint = read_checkpoint(src)
-    backbone, used, dropped = filter_checkpoint(checkpoint, family, prefix, None, src)
-    arch = ''
-    if family.model_from_state_dict is not None:
-        try:
-            model = family.model_from_state_dict(backbone)
-        except (CheckpointError, KeyError, ValueError) as e:
-            raise CheckpointError(f'{src} is not a checkpoint of {family.name}: {e}') from None
-        report = match_state_dict(model, backbone, family.optional, family.derived)
-        if not report.ok:
-            raise CheckpointError(f'{src} does not fit {type(model).__name__} (the arch read from '
-                                  f'the file): {report.problems()}')
-        arch = type(model).__name__
-    if used:
-        whole = unwrap_state_dict(checkpoint, src)
-        state_dict = {k: v for k, v in whole.items()
-                      if not k.startswith(used) and not k.startswith('head.')}
-        dropped += [k for k in whole if not k.startswith(used) and k.startswith('head.')]
-        state_dict.update({used + k: v for k, v in backbone.items()})
-    else:
-        state_dict = dict(backbone)
-    meta = dict(converted_from=osp.basename(src), model=family.name, prefix=used, arch=arch,
-                dropped=dropped)
-    return {'state_dict': state_dict, 'meta': meta}
+    """The converted checkpoint of ``src`` (:func:`mmattn.utils.checkpoint.convert_checkpoint`)."""
+    return convert_checkpoint(family_name, src, prefix)
 
 
 def main(argv: Optional[List[str]] = None) -> None:
