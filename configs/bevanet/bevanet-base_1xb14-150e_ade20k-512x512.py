@@ -3,10 +3,17 @@
 # 1 GPU x 14 images, SGD lr 0.0015, weight decay 0.0005, 150 epochs of
 # floor(20210 / 14) = 1443 iterations = 216450 iterations; no class weights (the official ADE20K
 # dataset has none); labels with zero reduced (mmseg's ADE20KDataset default, as the official
-# reduce_zero_label). Training: long side int(640 x (0.5 + i / 10) + 0.5), i = 0..10 (BASE_SIZE
-# 640, SCALE_FACTOR 11), black / ignore padding and a 512x512 crop, flip, no photometric
-# augmentation. The official validation resizes the short side to 640 and then takes a *random*
-# 512x512 crop of each image; here the whole image is segmented with its short side at 640.
+# reduce_zero_label). Training: long side int(640 x (0.5 + i / 10) + 0.5), i = 0..11 (the
+# official random.randint(0, SCALE_FACTOR = 11) includes 11: 12 long sides 320 ... 1024), black /
+# ignore padding and a 512x512 crop, flip, no photometric augmentation.
+# Validation and test follow the official protocol (datasets/ade20k.py, 'val' list, the
+# README's eval command): short side resized to 640 (image bilinear, label nearest), padded to a
+# multiple of 8 (image with the mean colour, label 255), then ONE random 512x512 crop per image,
+# scored at that crop (ori_shape is set to the crop, so the prediction is not resized back).
+# For whole-image scores (the official 'testval' lists: short side 640, prediction resized to
+# the original label; the official also pads to a multiple of 8 and resizes the padded
+# prediction) use test_pipeline = [LoadImageFromFile, Resize(scale=(8192, 640),
+# keep_ratio=True), LoadAnnotations(reduce_zero_label=True), PackSegInputs].
 _base_ = ['./_base_/bevanet_cityscapes-1024x1024.py']
 
 crop_size = (512, 512)
@@ -23,7 +30,7 @@ model = dict(
             dict(type='BoundaryLoss', loss_weight=20.0),
             dict(type='OhemCrossEntropy', thres=0.9, min_kept=131072, loss_weight=1.0),
         ]))
-train_scales = [(s, s) for s in (320, 384, 448, 512, 576, 640, 704, 768, 832, 896, 960)]
+train_scales = [(s, s) for s in (320, 384, 448, 512, 576, 640, 704, 768, 832, 896, 960, 1024)]
 train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='LoadAnnotations', reduce_zero_label=True),
@@ -36,8 +43,14 @@ train_pipeline = [
 ]
 test_pipeline = [
     dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=(8192, 640), keep_ratio=True),
     dict(type='LoadAnnotations', reduce_zero_label=True),
+    dict(type='Resize', scale=(8192, 640), keep_ratio=True),
+    # the official pads with the ImageNet mean (BGR, as the image is here) and label 255
+    dict(type='Pad', size_divisor=8, pad_val=dict(img=(103.53, 116.28, 123.675), seg=255)),
+    dict(type='RandomCrop', crop_size=crop_size),
+    # score at the crop: EncoderDecoder resizes the prediction to ori_shape
+    dict(type='KeyMapper', mapping=dict(img_shape='img_shape'),
+         remapping=dict(img_shape='ori_shape'), auto_remap=False),
     dict(type='PackSegInputs')
 ]
 dataset_type = 'ADE20KDataset'
