@@ -83,6 +83,9 @@ def test_config_builds_and_forwards(path):
     cfg = Config.fromfile(path)
     scope = cfg.get('default_scope', 'mmdet')
     model_cfg = ConfigDict(_no_pretrained(copy.deepcopy(cfg.model.to_dict())))
+    rpn_test = (model_cfg.get('test_cfg') or {}).get('rpn') if scope == 'mmdet' else None
+    if rpn_test:  # two-stage detectors: RoI (and mask) heads run on every proposal in 'tensor'
+        rpn_test.max_per_img = min(rpn_test.get('max_per_img', 20), 20)   # mode; 20 suffice here
     with DefaultScope.overwrite_default_scope(scope):
         init_default_scope(scope)
         model = _registry(scope).build(model_cfg)
@@ -100,8 +103,11 @@ def test_config_builds_and_forwards(path):
             [tuple(t.shape) for t in tensors]
     if scope == 'mmdet':  # the neck's levels, each with the neck's channels, in stride order
         neck = cfg.model.neck[-1] if isinstance(cfg.model.neck, list) else cfg.model.neck
-        assert len(feats) == neck.num_outs, (len(feats), neck.num_outs)
-        assert all(f.shape[:2] == (2, neck.out_channels) for f in feats)
+        # a neck after an FPN (SDANeck) keeps its levels and width: num_levels / in_channels
+        num_outs = neck.get('num_outs', neck.get('num_levels'))
+        channels = neck.get('out_channels', neck.get('in_channels'))
+        assert len(feats) == num_outs, (len(feats), num_outs)
+        assert all(f.shape[:2] == (2, channels) for f in feats)
         sizes = [f.shape[-1] for f in feats]
         assert sizes == sorted(sizes, reverse=True) and sizes[0] > sizes[-1], sizes
 

@@ -132,6 +132,14 @@ def _bevanet(fx: dict) -> Callable:
     return lambda x: seg.decode_head.forward_all(seg.backbone.forward_all(x))  # aux, main, bd
 
 
+def _sdanet(fx: dict) -> Callable:
+    from mmattn.models.necks.sda import SDANeck, convert_sda_official
+    neck = SDANeck()
+    neck.load_state_dict(convert_sda_official(state_dict_from_fixture(fx)), strict=True)
+    neck.eval()
+    return lambda levels: neck(list(levels))
+
+
 #: fixture name -> builder of its official forward; None: the model has not landed in mmattn yet.
 FORWARDS: Dict[str, Any] = {
     'agent_swin_t.dense': lambda fx: _swin_family_dense('agent_swin', fx),
@@ -144,7 +152,7 @@ FORWARDS: Dict[str, Any] = {
     'poolformer_s12.cls': _poolformer,
     'SLA.op': _sla,
     'BEVANet_S.seg': _bevanet,
-    'SDANet_sda.neck': None,
+    'SDANet_sda.neck': _sdanet,
     'BVR_transformer.module': None,
 }
 SHIPPED = sorted(osp.basename(p)[:-3] for p in glob.glob(osp.join(FIXTURE_DIR, '*.pt')))

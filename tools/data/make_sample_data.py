@@ -16,18 +16,23 @@ mmseg dataset classes, pycocotools and cityscapesscripts read them unchanged::
         gtFine/{train,val}/<city>/<same stem>_gtFine_color.png           RGBA label colours
         gtFine/{train,val}/<city>/<same stem>_gtFine_polygons.json       the polygons, draw order
         (train: aachen 12 + bochum 12 images; val: frankfurt 8 images)
+    data/pidray_sample/                       PIDray layout: X-ray-like scans, boxes + polygons
+        annotations/xray_{train,test_easy,test_hard,test_hidden}.json   48 / 10 / 8 / 8 images
+        train/xray_00000.png ...  easy/xray_easy00000.png ...  hard/ ...  hidden/ ...
 
 The generators live in the ``sample_data`` package beside this script: ``sample_data/coco.py``
-(shapes on cluttered backgrounds) and ``sample_data/cityscapes*.py`` (street scenes in
-perspective); their docstrings describe the contents.
+(shapes on cluttered backgrounds), ``sample_data/cityscapes*.py`` (street scenes in
+perspective) and ``sample_data/pidray.py`` (translucent prohibited items in bags); their
+docstrings describe the contents.
 
 Usage (from the repository root)::
 
     .venv/bin/python tools/data/make_sample_data.py --out data
 
 Every image depends only on (seed, dataset, split, index). ``--limit N`` renders only the first N
-images of each COCO split and of each Cityscapes city (the COCO annotation files are always written
-complete); the tests use it to check that the committed files are reproduced.
+images of each COCO / PIDray split and of each Cityscapes city (the COCO and PIDray annotation
+files are always written complete); the tests use it to check that the committed files are
+reproduced.
 """
 from __future__ import annotations
 
@@ -41,7 +46,7 @@ _HERE = str(Path(__file__).resolve().parent)
 if _HERE not in sys.path:
     sys.path.insert(0, _HERE)
 
-from sample_data import DEFAULT_SEED, make_cityscapes, make_coco  # noqa: E402
+from sample_data import DEFAULT_SEED, make_cityscapes, make_coco, make_pidray  # noqa: E402
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -50,12 +55,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument('--seed', type=int, default=DEFAULT_SEED)
     parser.add_argument('--limit', type=int, default=None,
                         help='render only the first N images of each COCO split / Cityscapes city')
-    parser.add_argument('--only', choices=('coco', 'cityscapes'), default=None)
+    parser.add_argument('--only', choices=('coco', 'cityscapes', 'pidray'), default=None)
     args = parser.parse_args(argv)
     if args.only in (None, 'coco'):
         make_coco(args.out / 'coco_sample', args.seed, args.limit)
     if args.only in (None, 'cityscapes'):
         make_cityscapes(args.out / 'cityscapes_sample', args.seed, args.limit)
+    if args.only in (None, 'pidray'):
+        make_pidray(args.out / 'pidray_sample', args.seed, args.limit)
 
 
 if __name__ == '__main__':

@@ -2,6 +2,6 @@
 :mod:`mmattn.models._lazy`)."""
 from .._lazy import lazy_getattr
 
-LAZY = {'CascadeDEDBackbone': '.ded'}
+LAZY = {'CascadeDEDBackbone': '.ded', 'SDANeck': '.sda'}
 __getattr__ = lazy_getattr(__name__, LAZY)
 __all__ = [*LAZY]
