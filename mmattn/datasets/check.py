@@ -68,7 +68,8 @@ def _is_coco(dataset_type) -> bool:
     try:
         from mmdet.datasets import CocoDataset
         from mmdet.registry import DATASETS
-        cls = DATASETS.get(dataset_type.split('.')[-1])
+        # 'mmattn.PIDrayDataset' resolves through the scope; 'mmdet.CocoDataset' too
+        cls = DATASETS.get(dataset_type) or DATASETS.get(dataset_type.split('.')[-1])
     except ImportError:
         return False
     return isinstance(cls, type) and issubclass(cls, CocoDataset)

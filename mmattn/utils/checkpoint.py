@@ -294,7 +294,9 @@ def filter_checkpoint(checkpoint: Any, family: Union[str, CheckpointFamily],
     out = family.filter_fn(sd, prefix, model)
     if not out:
         raise CheckpointError(f'{filename}: no {family.name} weights under prefix {prefix!r}')
-    dropped = [prefix + k for k in strip_prefix(sd, prefix, filename) if k not in out]
+    kept = {id(v) for v in out.values()}  # a key the filter renamed keeps its tensor object
+    dropped = [prefix + k for k, v in strip_prefix(sd, prefix, filename).items()
+               if k not in out and id(v) not in kept]
     return out, prefix, dropped
 
 

@@ -132,3 +132,15 @@ def test_train_tool_checks_at_start_up(tmp_path):
     assert 'would be filtered out (240 had no valid annotation' in res.stderr, res.stderr[-2000:]
     assert '853 annotations with an unknown category_id' in res.stderr + res.stdout
     assert 'need at least one array' not in res.stderr
+
+
+def test_scoped_dataset_types_are_checked():
+    """'mmattn.PIDrayDataset' (a CocoDataset under mmattn's scope), its three test subsets inside a
+    ConcatDataset included, is checked like mmdet's own types."""
+    cfg = load_config(
+        osp.join(ROOT, 'configs/sdanet/sdanet_cascade-mask-rcnn_r18_fpn_sample-pidray.py'))
+    reports = check_datasets(cfg, ('train_dataloader', 'test_dataloader'))
+    files = sorted(osp.basename(r.ann_file) for r in reports)
+    assert files == ['xray_test_easy.json', 'xray_test_hard.json', 'xray_test_hidden.json',
+                     'xray_train.json'], files
+    assert all(not r.problems for r in reports)

@@ -349,3 +349,16 @@ def test_runner_checkpoint_loads_safely_in_a_fresh_process(tmp_path):
     res = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300,
                          env={k: v for k, v in os.environ.items() if k != 'MMATTN_UNSAFE_LOAD'})
     assert res.returncode == 0 and res.stdout.strip().endswith('1.0'), res.stderr[-2000:]
+
+
+def test_convert_lists_only_keys_really_dropped(tmp_path):
+    """Keys a family filter renames (SDANet: selective_attention_i.* -> attentions.i.*) are passed
+    on, not 'dropped'; keys of other modules are."""
+    from mmattn.testing.parity import load_fixture, state_dict_from_fixture
+    from mmattn.utils.checkpoint import convert_checkpoint
+    sd = state_dict_from_fixture(load_fixture('SDANet_sda.neck'))
+    sd['backbone.conv1.weight'] = torch.zeros(1)
+    torch.save({'state_dict': sd}, tmp_path / 'sdanet.pth')
+    out = convert_checkpoint('sdanet', str(tmp_path / 'sdanet.pth'))
+    assert out['meta']['dropped'] == ['backbone.conv1.weight']
+    assert len(out['state_dict']) == len(sd) - 1
