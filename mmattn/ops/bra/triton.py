@@ -24,8 +24,10 @@ import torch
 import triton
 import triton.language as tl
 from torch import Tensor
+from torch.utils.flop_counter import register_flop_formula
 
 from mmattn.ops.dispatch import interpreting
+from mmattn.ops.flops import bra_backward_flops, bra_forward_flops
 
 
 def _empty(shape, dtype: torch.dtype, device: torch.device) -> Tensor:
@@ -290,6 +292,46 @@ def bra_triton_backward(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor, out: Ten
     return dq, dk, dv
 
 
+# The kernel launches as custom ops, so that dispatch modes (FlopCounterMode, fake tensors) see
+# them; the impl is the launch itself (same tensors, no copies).
+@torch.library.custom_op('mmattn::bra_fwd', mutates_args=())
+def _bra_fwd_op(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor, num_heads: int,
+                scale: float) -> Tuple[Tensor, Tensor]:
+    return bra_triton_forward(q, k, v, r_idx, num_heads, scale)
+
+
+@_bra_fwd_op.register_fake
+def _(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor, num_heads: int,
+      scale: float) -> Tuple[Tensor, Tensor]:
+    n, r, lq, _ = q.shape
+    return (q.new_empty((n, r, lq, v.shape[-1])),
+            q.new_empty((n, r, num_heads, lq), dtype=torch.float32))
+
+
+@torch.library.custom_op('mmattn::bra_bwd', mutates_args=())
+def _bra_bwd_op(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor, out: Tensor, lse: Tensor,
+                dout: Tensor, num_heads: int, scale: float) -> Tuple[Tensor, Tensor, Tensor]:
+    return bra_triton_backward(q, k, v, r_idx, out, lse, dout, num_heads, scale)
+
+
+@_bra_bwd_op.register_fake
+def _(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor, out: Tensor, lse: Tensor, dout: Tensor,
+      num_heads: int, scale: float) -> Tuple[Tensor, Tensor, Tensor]:
+    return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
+
+
+@register_flop_formula(torch.ops.mmattn.bra_fwd)
+def _bra_fwd_flop(q_shape, k_shape, v_shape, r_idx_shape, num_heads: int, *args,
+                  out_shape=None, **kwargs) -> int:
+    return bra_forward_flops(q_shape, k_shape, v_shape, r_idx_shape, num_heads)
+
+
+@register_flop_formula(torch.ops.mmattn.bra_bwd)
+def _bra_bwd_flop(q_shape, k_shape, v_shape, r_idx_shape, *args, out_shape=None,
+                  **kwargs) -> int:
+    return bra_backward_flops(q_shape, k_shape, v_shape, r_idx_shape, args[-2])
+
+
 class BRATritonFunction(torch.autograd.Function):
     """autograd wrapper: saves ``q, k, v, r_idx``, the output and the log-sum-exp; recomputes the
     attention weights in backward. ``r_idx`` gets no gradient (routing is detached). Under CUDA
@@ -300,7 +342,7 @@ class BRATritonFunction(torch.autograd.Function):
     @torch.amp.custom_fwd(device_type='cuda')
     def forward(ctx, q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor, num_heads: int,
                 scale: float) -> Tensor:
-        out, lse = bra_triton_forward(q, k, v, r_idx, num_heads, scale)
+        out, lse = torch.ops.mmattn.bra_fwd(q, k, v, r_idx, num_heads, scale)
         ctx.save_for_backward(q, k, v, r_idx, out, lse)
         ctx.cfg = (num_heads, scale)
         return out
@@ -310,8 +352,8 @@ class BRATritonFunction(torch.autograd.Function):
     def backward(ctx, dout: Tensor) -> Tuple[Optional[Tensor], ...]:
         q, k, v, r_idx, out, lse = ctx.saved_tensors
         num_heads, scale = ctx.cfg
-        dq, dk, dv = bra_triton_backward(q, k, v, r_idx, out, lse, dout.to(out.dtype), num_heads,
-                                         scale)
+        dq, dk, dv = torch.ops.mmattn.bra_bwd(q, k, v, r_idx, out, lse, dout.to(out.dtype),
+                                              num_heads, scale)
         return dq, dk, dv, None, None, None
 
 

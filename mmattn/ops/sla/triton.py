@@ -31,8 +31,10 @@ import torch
 import triton
 import triton.language as tl
 from torch import Tensor
+from torch.utils.flop_counter import register_flop_formula
 
 from mmattn.ops.dispatch import interpreting
+from mmattn.ops.flops import sla_backward_flops, sla_forward_flops
 
 # Rows per chunk (one program per chunk and head).
 BLOCK_N = 64
@@ -273,6 +275,43 @@ def sla_triton_backward(q: Tensor, k: Tensor, v: Tensor, table: Tuple[Tensor, ..
     return dq, dk, dv
 
 
+# The kernel launches as custom ops, so that dispatch modes (FlopCounterMode, fake tensors) see
+# them; the impl is the launch itself (same tensors, no copies).
+@torch.library.custom_op('mmattn::sla_fwd', mutates_args=())
+def _sla_fwd_op(q: Tensor, k: Tensor, v: Tensor, cwin: Tensor, cstart: Tensor, cend: Tensor,
+                cptr: Tensor, m: int, eps: float, block: int) -> Tensor:
+    return sla_triton_forward(q, k, v, (cwin, cstart, cend, cptr), m, eps, block)
+
+
+@_sla_fwd_op.register_fake
+def _(q: Tensor, k: Tensor, v: Tensor, cwin: Tensor, cstart: Tensor, cend: Tensor, cptr: Tensor,
+      m: int, eps: float, block: int) -> Tensor:
+    return q.new_empty(q.shape)
+
+
+@torch.library.custom_op('mmattn::sla_bwd', mutates_args=())
+def _sla_bwd_op(q: Tensor, k: Tensor, v: Tensor, cwin: Tensor, cstart: Tensor, cend: Tensor,
+                cptr: Tensor, m: int, eps: float, block: int,
+                dout: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+    return sla_triton_backward(q, k, v, (cwin, cstart, cend, cptr), m, eps, block, dout)
+
+
+@_sla_bwd_op.register_fake
+def _(q: Tensor, k: Tensor, v: Tensor, cwin: Tensor, cstart: Tensor, cend: Tensor, cptr: Tensor,
+      m: int, eps: float, block: int, dout: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+    return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
+
+
+@register_flop_formula(torch.ops.mmattn.sla_fwd)
+def _sla_fwd_flop(q_shape, *args, out_shape=None, **kwargs) -> int:
+    return sla_forward_flops(q_shape)
+
+
+@register_flop_formula(torch.ops.mmattn.sla_bwd)
+def _sla_bwd_flop(q_shape, *args, out_shape=None, **kwargs) -> int:
+    return sla_backward_flops(q_shape)
+
+
 class SLATritonFunction(torch.autograd.Function):
     """autograd wrapper: saves ``q, k, v`` and the chunk table; recomputes the window states in
     backward. ``cu_seqlens`` gets no gradient. Under CUDA autocast the kernels run in the dtype of
@@ -285,7 +324,7 @@ class SLATritonFunction(torch.autograd.Function):
                 block: int) -> Tensor:
         table = chunk_table(cu_seqlens, q.shape[0], block)
         m = cu_seqlens.numel() - 1
-        out = sla_triton_forward(q, k, v, table, m, eps, block)
+        out = torch.ops.mmattn.sla_fwd(q, k, v, *table, m, eps, block)
         ctx.save_for_backward(q, k, v, *table)
         ctx.cfg = (m, eps, block)
         return out
@@ -295,8 +334,7 @@ class SLATritonFunction(torch.autograd.Function):
     def backward(ctx, dout: Tensor) -> Tuple[Optional[Tensor], ...]:
         q, k, v, *table = ctx.saved_tensors
         m, eps, block = ctx.cfg
-        dq, dk, dv = sla_triton_backward(q, k, v, tuple(table), m, eps, block,
-                                         dout.to(q.dtype))
+        dq, dk, dv = torch.ops.mmattn.sla_bwd(q, k, v, *table, m, eps, block, dout.to(q.dtype))
         return dq, dk, dv, None, None, None
 
 
