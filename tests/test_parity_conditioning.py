@@ -140,6 +140,15 @@ def _sdanet(fx: dict) -> Callable:
     return lambda levels: neck(list(levels))
 
 
+def _bvr_transformer(fx: dict) -> Callable:
+    from mmattn.models.heads.bvr import BVRTransformer
+    model = BVRTransformer(256, 8, num_groups=2,
+                           positional_cfg=dict(base_size=[400, 400], log_scale=True))
+    model.load_state_dict(state_dict_from_fixture(fx), strict=True)  # base_embedding: derived
+    model.eval()
+    return lambda inputs: model(**inputs)
+
+
 #: fixture name -> builder of its official forward; None: the model has not landed in mmattn yet.
 FORWARDS: Dict[str, Any] = {
     'agent_swin_t.dense': lambda fx: _swin_family_dense('agent_swin', fx),
@@ -153,7 +162,7 @@ FORWARDS: Dict[str, Any] = {
     'SLA.op': _sla,
     'BEVANet_S.seg': _bevanet,
     'SDANet_sda.neck': _sdanet,
-    'BVR_transformer.module': None,
+    'BVR_transformer.module': _bvr_transformer,
 }
 SHIPPED = sorted(osp.basename(p)[:-3] for p in glob.glob(osp.join(FIXTURE_DIR, '*.pt')))
 

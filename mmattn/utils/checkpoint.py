@@ -238,6 +238,7 @@ FAMILY_MODULES: Dict[str, str] = {
     'agent_swin': 'mmattn.models.backbones.swin_family',
     'slab_swin': 'mmattn.models.backbones.swin_family',
     'bevanet': 'mmattn.models.backbones.bevanet',
+    'bvr': 'mmattn.models.heads.bvr',
     'sdanet': 'mmattn.models.necks.sda',
 }
 
