@@ -11,10 +11,15 @@ point_cloud_range = [-25.6, -25.6, -2.0, 25.6, 25.6, 4.0]
 max_epochs = 24
 lr = 0.006
 
+voxel_size = [0.32, 0.32, 0.1875]
+grid_size = [160, 160, 32]
 model = dict(
-    backbone=dict(point_cloud_range=point_cloud_range, norm_momentum=0.1),
-    neck=dict(norm_cfg=dict(type='BN', eps=1e-3, momentum=0.1)),
-    train_cfg=dict(point_cloud_range=point_cloud_range, grid_size=[160, 160, 32]),
+    data_preprocessor=dict(voxel_layer=dict(point_cloud_range=point_cloud_range)),
+    voxel_encoder=dict(point_cloud_range=point_cloud_range, norm_momentum=0.1),
+    middle_encoder=dict(sparse_shape=[grid_size[2] + 1, grid_size[1], grid_size[0]],
+                        norm_momentum=0.1),
+    backbone=dict(norm_cfg=dict(type='BN', eps=1e-3, momentum=0.1)),
+    train_cfg=dict(point_cloud_range=point_cloud_range, grid_size=grid_size),
     test_cfg=dict(post_center_limit_range=[-30., -30., -10., 30., 30., 10.]))
 
 load_points = dict(type='LoadPointsFromFile', coord_type='LIDAR', load_dim=6, use_dim=5,

@@ -240,6 +240,7 @@ FAMILY_MODULES: Dict[str, str] = {
     'bevanet': 'mmattn.models.backbones.bevanet',
     'bvr': 'mmattn.models.heads.bvr',
     'sdanet': 'mmattn.models.necks.sda',
+    'scatterformer': 'mmattn.models.backbones.scatterformer',
 }
 
 

@@ -37,6 +37,8 @@ WITH_BN = {'BiFormer': dict(norm_cfg=dict(type='SyncBN')),  # eval-mode SyncBN r
            'SLABSwinTransformer': dict()}  # RepBN's BatchNorm1d
 # registered backbones outside this contract, with the reason
 NOT_2D = {'ScatterFormerBackbone': 'points in, one BEV map out (see the README)',
+          'ScatterFormerMiddleEncoder': "mmdet3d's middle_encoder slot: voxels in, one BEV map out",
+          'DynamicPFNVFE': "mmdet3d's voxel_encoder slot: points in, voxel features out",
           'BEVANet': "a whole real-time segmenter body for its own PID head (mmseg PIDNet's "
                      'contract: three stride-8 maps in training, the fused one in eval), not a '
                      'stride pyramid for a generic neck'}

@@ -1,13 +1,16 @@
-"""ScatterFormer's 3D part: voxelisation, VFE, window grouping, CWI, pillar pooling, backbone."""
+"""ScatterFormer's 3D part: voxelisation, VFE, window grouping, CWI, pillar pooling, middle
+encoder, and the detector in mmdet3d's slots (bad inputs, old checkpoint layout)."""
+import logging
 import math
+import warnings
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from mmattn.models.backbones.scatterformer import (CWIFFN, AttnPillarPool, DynamicVFE,
-                                                   ScatterFormerBackbone, voxelize,
-                                                   window_partition)
+from mmattn.models.backbones.scatterformer import (CWIFFN, AttnPillarPool, DynamicPFNVFE,
+                                                   ScatterFormerBackbone, dynamic_voxel_coords,
+                                                   scatterformer_filter_fn, window_partition)
 from mmattn.ops.sparse_conv import SparseVoxels
 
 PCR = [-6.4, -6.4, -2.0, 6.4, 6.4, 4.0]   # 40 x 40 x 32 voxels of 0.32 x 0.32 x 0.1875
@@ -22,29 +25,56 @@ def scene(n: int = 600, seed: int = 0) -> torch.Tensor:
     return torch.cat([xyz, feats], 1)
 
 
-def test_voxelize_by_hand():
+def test_voxel_coords_by_hand_and_as_mmdet3d_preprocessor():
     pts = torch.tensor([[0.0, 0.0, 0.0, 1, 1], [0.05, 0.05, 0.05, 1, 1], [0.33, 0.0, 0.0, 1, 1],
-                        [100.0, 0.0, 0.0, 1, 1]])
-    kept, bidx, inv, coords = voxelize([pts, pts[:1]], PCR, VS)
-    assert kept.shape[0] == 4 and bidx.tolist() == [0, 0, 0, 1]  # the far point is dropped
-    # x: floor(6.4 / 0.32) = 20, floor(6.73 / 0.32) = 21; z: floor(2 / 0.1875) = 10
-    assert coords.tolist() == [[0, 10, 20, 20], [0, 10, 20, 21], [1, 10, 20, 20]]
-    assert inv.tolist() == [0, 0, 1, 2]
+                        [100.0, 0.0, 0.0, 1, 1], [float('nan'), 0.0, 0.0, 1, 1]])
+    cat, coors = dynamic_voxel_coords([pts, pts[:1]], PCR, VS)
+    assert torch.equal(cat[:5].nan_to_num(7), pts.nan_to_num(7)) and cat.shape[0] == 6
+    # x: floor(6.4 / 0.32) = 20, floor(6.73 / 0.32) = 21; z: floor(2 / 0.1875) = 10; far / NaN: -1
+    assert coors.tolist() == [[0, 10, 20, 20], [0, 10, 20, 20], [0, 10, 20, 21], [0, -1, -1, -1],
+                              [0, -1, -1, -1], [1, 10, 20, 20]]
+    # the same coordinates as Det3DDataPreprocessor(voxel_type='dynamic') (mmcv's CPU op)
+    from mmdet3d.models.data_preprocessors.voxelize import VoxelizationByGridShape
+    layer = VoxelizationByGridShape(voxel_size=VS, point_cloud_range=PCR, max_num_points=-1,
+                                    max_voxels=(-1, -1))
+    clouds = [scene(), scene(seed=1), torch.zeros(0, 5)]
+    ref = torch.cat([F.pad(layer(p), (1, 0), value=i) for i, p in enumerate(clouds)])
+    assert torch.equal(dynamic_voxel_coords(clouds, PCR, VS)[1], ref.int())
 
 
-def test_vfe_channels_and_centre_offsets():
-    vfe = DynamicVFE(5, (64, 64), VS, PCR)
-    assert vfe.pfn_layers[0]['linear'].weight.shape == (32, 11)
-    assert vfe.pfn_layers[1]['linear'].weight.shape == (64, 64)
-    feats, coords = vfe([scene(), scene(seed=1)])
+def test_vfe_layout_is_mmdet3d_dynamic_vfe_and_order_free():
+    from mmdet3d.models.voxel_encoders import DynamicVFE as MMDet3DDynamicVFE
+    vfe = DynamicPFNVFE(5, (32, 64), VS, PCR)
+    ref = MMDet3DDynamicVFE(5, [32, 64], with_cluster_center=True, with_voxel_center=True,
+                            voxel_size=VS, point_cloud_range=PCR)
+    assert {k: v.shape for k, v in vfe.state_dict().items()} == \
+        {k: v.shape for k, v in ref.state_dict().items()}
+    assert vfe.vfe_layers[0][0].weight.shape == (32, 11)
+    assert vfe.vfe_layers[1][0].weight.shape == (64, 64)
+    pts, coors = dynamic_voxel_coords([scene(), scene(seed=1)], PCR, VS)
+    assert vfe(pts, coors)[0].shape[1] == 64  # training mode: batch statistics
+    vfe.eval()
+    feats, coords = vfe(pts, coors)
+    inside = (coors[:, 1:] >= 0).all(1)
+    assert torch.equal(coords, torch.unique(coors[inside].long(), dim=0))
     assert feats.shape == (coords.shape[0], 64) and set(coords[:, 0].tolist()) == {0, 1}
     # voxel features do not depend on the order of the points
-    p = scene()
-    vfe.eval()
-    f1, c1 = vfe([p])
-    f2, c2 = vfe([p[torch.randperm(p.shape[0])]])
-    assert torch.equal(c1, c2)
-    torch.testing.assert_close(f1, f2)
+    perm = torch.randperm(pts.shape[0])
+    f2, c2 = vfe(pts[perm], coors[perm])
+    assert torch.equal(coords, c2)
+    torch.testing.assert_close(feats, f2)
+    # one voxel by hand: first layer on [p, p - mean, p - centre], max, concat, second layer, max
+    v = 5
+    members = (coors.long() == coords[v]).all(1)
+    p = pts[members]
+    b, z, y, x = coords[v].tolist()
+    centre = torch.tensor([x, y, z]) * torch.tensor(VS) + torch.tensor(VS) / 2 + \
+        torch.tensor(PCR[:3])
+    h = vfe.vfe_layers[0](torch.cat([p, p[:, :3] - p[:, :3].mean(0), p[:, :3] - centre], 1))
+    h = torch.cat([h, h.max(0).values.expand_as(h)], 1)
+    torch.testing.assert_close(feats[v], vfe.vfe_layers[1](h).max(0).values)
+    with pytest.raises(ValueError, match=r'points of shape \(4,\)'):
+        vfe(torch.zeros(4), torch.zeros(4, 4))
 
 
 def test_window_partition_by_hand():
@@ -143,40 +173,149 @@ def test_backbone_empty_inputs():
         model([torch.zeros(4)])
 
 
-def test_detector_trains_and_predicts_on_empty_point_clouds():
-    """No points at all / only points outside the range: finite losses, a prediction per sample."""
+@pytest.fixture(scope='module')
+def detector():
+    """The sample config's detector, narrowed (width 32, one layer per stage, one DED module)."""
     from mmdet3d.registry import MODELS as MODELS3D
-    from mmdet3d.structures import Det3DDataSample, LiDARInstance3DBoxes
     from mmengine.config import Config
+    from mmengine.logging import MMLogger
     from mmengine.registry import init_default_scope
-    from mmengine.structures import InstanceData
     cfg = Config.fromfile('configs/scatterformer/scatterformer_sample-waymo.py')
     init_default_scope('mmdet3d')
-    cfg.model.neck.num_layers = 1
-    cfg.model.backbone.update(dim=32, depths=(1, 1), pool_heads=2, num_heads=2)
-    cfg.model.neck.update(in_channels=32, out_channels=32)
+    cfg.model.middle_encoder.update(dim=32, depths=(1, 1), pool_heads=2, num_heads=2)
+    cfg.model.backbone.update(in_channels=32, out_channels=32, num_layers=1)
     cfg.model.bbox_head.in_channels = 32
+    torch.manual_seed(0)
     model = MODELS3D.build(cfg.model)
+    logger = MMLogger.get_current_instance()
+    level = logger.level
+    logger.setLevel(logging.WARNING)
     model.init_weights()
+    logger.setLevel(level)
+    return model
 
-    def sample(boxes):
-        s = Det3DDataSample(metainfo=dict(box_type_3d=LiDARInstance3DBoxes))
-        gt = InstanceData()
-        gt.bboxes_3d = LiDARInstance3DBoxes(torch.tensor(boxes).view(-1, 7))
-        gt.labels_3d = torch.zeros(len(boxes), dtype=torch.long)
-        s.gt_instances_3d = gt
-        return s
 
-    model.train()
-    for pts in ([torch.zeros(0, 5), torch.zeros(0, 5)], [torch.tensor([[100., 0, 0, 0, 0]])]):
-        losses = model.loss(dict(points=pts), [sample([[1., 2, -1, 4, 2, 1.5, 0.]]) for _ in pts])
-        total = sum(losses.values())
-        assert torch.isfinite(total)
-        total.backward()
-    model.eval()
+def _sample(boxes, name='frame.bin'):
+    from mmdet3d.structures import Det3DDataSample, LiDARInstance3DBoxes
+    from mmengine.structures import InstanceData
+    s = Det3DDataSample(metainfo=dict(box_type_3d=LiDARInstance3DBoxes, lidar_path=name))
+    gt = InstanceData()
+    gt.bboxes_3d = LiDARInstance3DBoxes(torch.tensor(boxes).view(-1, 7))
+    gt.labels_3d = torch.zeros(len(boxes), dtype=torch.long)
+    s.gt_instances_3d = gt
+    return s
+
+
+def _run(model, clouds, train):
+    """Through the data preprocessor (dynamic voxelisation), as the runner calls the model."""
+    data = dict(inputs=dict(points=clouds),
+                data_samples=[_sample([[1., 2, -1, 4, 2, 1.5, 0.]], f'f{i}.bin')
+                              for i in range(len(clouds))])
+    model.train(train)
+    data = model.data_preprocessor(data, train)
+    if train:
+        return model(**data, mode='loss')
     with torch.no_grad():
-        res = model.predict(dict(points=[torch.zeros(0, 5), scene()]), [sample([]), sample([])])
-    assert len(res) == 2 and all(r.pred_instances_3d.bboxes_3d.tensor.shape[1] == 7 for r in res)
+        return model(**data, mode='predict')
+
+
+def test_detector_is_built_from_mmdet3d_slots(detector):
+    from mmdet3d.models.data_preprocessors import Det3DDataPreprocessor
+    from mmdet3d.models.detectors import DynamicVoxelNet
+
+    from mmattn.models.backbones.scatterformer import ScatterFormerMiddleEncoder
+    from mmattn.models.necks.ded import CascadeDEDBackbone
+    assert isinstance(detector, DynamicVoxelNet) and not detector.with_neck
+    assert isinstance(detector.data_preprocessor, Det3DDataPreprocessor)
+    assert detector.data_preprocessor.voxel_type == 'dynamic'
+    assert isinstance(detector.voxel_encoder, DynamicPFNVFE)
+    assert isinstance(detector.middle_encoder, ScatterFormerMiddleEncoder)
+    assert isinstance(detector.backbone, CascadeDEDBackbone)
+    # the slots compute what the points-in stack computes with the same weights
+    stack = ScatterFormerBackbone(point_cloud_range=[-25.6, -25.6, -2.0, 25.6, 25.6, 4.0],
+                                  voxel_size=VS, dim=32, num_heads=2, depths=(1, 1),
+                                  win_size=12, pool_heads=2)
+    stack.vfe.load_state_dict(detector.voxel_encoder.state_dict())
+    missing = stack.load_state_dict(detector.middle_encoder.state_dict(), strict=False)
+    assert not missing.unexpected_keys and missing.missing_keys
+    assert all(k.startswith('vfe.') for k in missing.missing_keys)
+    stack.eval(), detector.eval()
+    clouds = [scene(3000) * torch.tensor([3.5, 3.5, 1, 1, 1]), torch.zeros(0, 5)]
+    data = detector.data_preprocessor(dict(inputs=dict(points=clouds),
+                                           data_samples=[_sample([]), _sample([])]), False)
+    with torch.no_grad():
+        feats, coors = detector.voxel_encoder(data['inputs']['voxels']['voxels'],
+                                              data['inputs']['voxels']['coors'])
+        bev = detector.middle_encoder(feats, coors, 2)
+        torch.testing.assert_close(bev, stack(clouds))
+    assert bev.shape == (2, 32, 80, 80) and bev[0].abs().sum() > 0 and bev[1].abs().sum() == 0
+
+
+def test_detector_bad_inputs_train_and_predict(detector):
+    """Empty clouds, points outside the range, NaN values, a frame of one voxel."""
+    nan = scene(2000) * torch.tensor([3.5, 3.5, 1, 1, 1])
+    nan[:5, 0] = float('nan')   # dropped by the voxel layer (coords -1)
+    nan[5:8, 3] = float('inf')  # finite xyz: dropped by the detector, with a warning
+    cases = {'empty': [torch.zeros(0, 5), torch.zeros(0, 5)],
+             'outside': [torch.tensor([[100., 0, 0, 0, 0]]), torch.zeros(0, 5)],
+             'nan': [scene(1000), nan],
+             'one voxel': [torch.tensor([[1., 1, 0, .5, .5], [1.01, 1, 0, .2, .1]])]}
+    for name, clouds in cases.items():
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter('always')
+            losses = _run(detector, clouds, train=True)
+            total = sum(v for k, v in losses.items() if k.startswith('loss'))
+            assert torch.isfinite(total), (name, losses)
+            total.backward()
+            results = _run(detector, clouds, train=False)
+        assert all(torch.isfinite(p.grad).all() for p in detector.parameters()
+                   if p.grad is not None), name
+        detector.zero_grad()
+        assert len(results) == len(clouds)
+        for r in results:
+            boxes = r.pred_instances_3d.bboxes_3d.tensor
+            assert boxes.shape[1] == 7 and torch.isfinite(boxes).all(), name
+        messages = [str(w.message) for w in caught if 'NaN / inf' in str(w.message)]
+        if name == 'nan':
+            assert messages and all(m.startswith('f1.bin: 8 of 2000 points') for m in messages)
+        else:
+            assert not messages, messages
+    bns = [m for m in detector.middle_encoder.modules() if isinstance(m, torch.nn.BatchNorm1d)]
+    assert all(torch.isfinite(m.running_mean).all() and torch.isfinite(m.running_var).all()
+               for m in bns)
+
+
+def test_old_checkpoint_layout_loads(detector, tmp_path):
+    """Checkpoints of the earlier layout (points-in ``backbone``, DED ``neck``) load unchanged."""
+    from mmengine.runner import load_checkpoint
+
+    from mmattn.utils.checkpoint import filter_checkpoint
+    new = detector.state_dict()
+
+    def old_name(k: str) -> str:
+        if k.startswith('voxel_encoder.vfe_layers.'):
+            i, j, rest = k.split('.', 4)[2:]
+            return f'backbone.vfe.pfn_layers.{i}.{"linear" if j == "0" else "norm"}.{rest}'
+        if k.startswith('middle_encoder.'):
+            return 'backbone.' + k[len('middle_encoder.'):]
+        return 'neck.' + k[len('backbone.'):] if k.startswith('backbone.') else k
+
+    old = {old_name(k): v.clone() + (1 if v.is_floating_point() else 0) for k, v in new.items()}
+    assert 'backbone.vfe.pfn_layers.1.norm.running_var' in old and 'neck.layers.0.norms.0.weight' \
+        in old and 'backbone.cpe.conv_in.weight' in old
+    converted, prefix, _ = filter_checkpoint(dict(state_dict=old), 'scatterformer')
+    assert prefix == '' and list(converted) == list(new)  # every key renamed, none lost
+    assert scatterformer_filter_fn(new) == new  # the slot layout passes unchanged
+    torch.save(dict(state_dict=old), tmp_path / 'old.pth')
+    model = copy_of(detector)
+    load_checkpoint(model, str(tmp_path / 'old.pth'), strict=True)
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(v, new[k] + (1 if v.is_floating_point() else 0), msg=k)
+
+
+def copy_of(model):
+    import copy
+    return copy.deepcopy(model)
 
 
 def test_norm_momentum_reaches_every_batchnorm():

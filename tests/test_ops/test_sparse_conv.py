@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from mmattn.ops.sparse_conv import (SparseConv3d, SparseVoxels, SubMConv3d, SubMDepthwiseConv3d,
-                                    subm_rulebook)
+                                    choose_sparse_backend, sparse_backend_checks, subm_rulebook)
 
 
 def random_sites(batch: int = 2, shape=(5, 9, 11), n: int = 60, channels: int = 4,
@@ -81,3 +81,82 @@ def test_empty_and_cache():
                                       (4, 4, 4), 1))
     with pytest.raises(ValueError, match='must be odd'):
         subm_rulebook(torch.zeros(1, 4, dtype=torch.long), (3, 3, 3), (2, 3, 3))
+
+
+# ------------------------------------------------------------------------------------ backends
+def _available(features: torch.Tensor):
+    return [name for name, check in sparse_backend_checks(features) if check() is None]
+
+
+BACKENDS = _available(torch.zeros(1, 1))  # on CPU float32: rulebook, + spconv when installed
+GRAD_BACKENDS = [n for n, c in sparse_backend_checks(torch.zeros(1, 1), True) if c() is None]
+
+
+@pytest.mark.parametrize('backend', BACKENDS)
+@pytest.mark.parametrize('kernel', [(3, 3, 3), (1, 1, 13), (3, 1, 5)])
+def test_every_available_backend_equals_dense_subm(backend, kernel):
+    sp = random_sites(n=80)
+    sp = SparseVoxels(sp.features.float(), sp.coords, sp.spatial_shape, sp.batch_size)
+    conv = SubMConv3d(4, 6, kernel, bias=True, backend=backend)
+    feats = sp.features.clone().requires_grad_(backend in GRAD_BACKENDS)
+    with torch.set_grad_enabled(backend in GRAD_BACKENDS):
+        out = conv(sp.replace(feats))
+    assert torch.equal(out.coords, sp.coords)
+    w = conv.weight.permute(0, 4, 1, 2, 3)
+    dense_in = sp.replace(feats).dense()
+    ref = dense_at(F.conv3d(dense_in, w, conv.bias, padding=tuple(k // 2 for k in kernel)),
+                   sp.coords)
+    torch.testing.assert_close(out.features, ref, rtol=1e-5, atol=1e-5)
+    if backend not in GRAD_BACKENDS:
+        return
+    g = torch.randn_like(ref)
+    grads = torch.autograd.grad((out.features * g).sum(), (feats, conv.weight))
+    ref_grads = torch.autograd.grad((ref * g).sum(), (feats, conv.weight))
+    for a, b in zip(grads, ref_grads):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize('backend', BACKENDS)
+@pytest.mark.parametrize('kernel,stride,padding', [(3, 2, 1), ((3, 1, 1), (2, 1, 1), 0)])
+def test_every_available_backend_equals_dense_strided(backend, kernel, stride, padding):
+    sp = random_sites(shape=(7, 9, 10), n=120)
+    sp = SparseVoxels(sp.features.float(), sp.coords, sp.spatial_shape, sp.batch_size)
+    conv = SparseConv3d(4, 3, kernel, stride, padding, bias=False, backend=backend)
+    with torch.no_grad():
+        out = conv(sp)
+    ref = F.conv3d(sp.dense(), conv.weight.permute(0, 4, 1, 2, 3), stride=stride, padding=padding)
+    assert tuple(ref.shape[2:]) == out.spatial_shape
+    mask = F.conv3d((sp.dense().abs().sum(1, keepdim=True) > 0).float(),
+                    torch.ones(1, 1, *conv.kernel_size), stride=stride, padding=padding)[:, 0] > 0
+    active = mask.nonzero()
+    expected = torch.stack([active[:, 0], active[:, 1], active[:, 2], active[:, 3]], 1)
+    assert torch.equal(out.coords, expected)  # the active sites, sorted by (b, z, y, x)
+    torch.testing.assert_close(out.features, dense_at(ref, out.coords), rtol=1e-5, atol=1e-5)
+
+
+def test_backend_choice_and_reasons():
+    x = torch.zeros(3, 4)
+    assert choose_sparse_backend('auto', x, needs_grad=True) == 'rulebook'  # CPU training
+    assert choose_sparse_backend('auto', x) == ('spconv' if 'spconv' in BACKENDS else 'rulebook')
+    assert choose_sparse_backend('rulebook', x.double()) == 'rulebook'
+    with pytest.raises(ValueError, match='CUDA only.*get_indice_pairs is not implemented on CPU'):
+        choose_sparse_backend('mmcv', x)
+    if 'spconv' not in BACKENDS:
+        with pytest.raises(ValueError, match="backend='spconv' cannot run.*does not import"):
+            choose_sparse_backend('spconv', x)
+    else:
+        with pytest.raises(ValueError, match='dtype torch.float64 on cpu'):
+            choose_sparse_backend('spconv', x.double())
+        with pytest.raises(ValueError, match='a backward on cpu'):
+            choose_sparse_backend('spconv', x, needs_grad=True)
+    if 'spconv' in BACKENDS:  # spconv asserts on empty inputs: auto takes the rule book
+        assert choose_sparse_backend('auto', x[:0]) == 'rulebook'
+        sp = random_sites()
+        conv = SubMConv3d(4, 4)
+        with torch.no_grad():
+            out = conv(SparseVoxels(sp.features[:0].float(), sp.coords[:0], sp.spatial_shape, 2))
+        assert out.features.shape == (0, 4)
+    with pytest.raises(ValueError, match='backend must be one of'):
+        SubMConv3d(4, 4, backend='cuda')
+    order = [name for name, _ in sparse_backend_checks(torch.zeros(1, 1, device='meta'))]
+    assert order == ['spconv', 'rulebook', 'mmcv']  # auto never reaches mmcv

@@ -14,21 +14,31 @@ grid_size = [480, 480, 32]
 
 model = dict(
     type='mmattn.ScatterFormer',
-    data_preprocessor=dict(type='Det3DDataPreprocessor', voxel=False),
-    backbone=dict(
-        type='mmattn.ScatterFormerBackbone',
-        point_cloud_range=point_cloud_range,
-        voxel_size=voxel_size,
+    data_preprocessor=dict(
+        type='Det3DDataPreprocessor',
+        voxel=True,
+        voxel_type='dynamic',
+        voxel_layer=dict(max_num_points=-1, point_cloud_range=point_cloud_range,
+                         voxel_size=voxel_size, max_voxels=(-1, -1))),
+    voxel_encoder=dict(
+        type='mmattn.DynamicPFNVFE',  # = mmdet3d DynamicVFE(with_cluster/voxel_center=True)
         in_channels=5,
-        vfe_channels=(64, 64),
+        feat_channels=(32, 64),  # official NUM_FILTERS [64, 64]: PFNLayerV2 halves all but the last
+        voxel_size=voxel_size,
+        point_cloud_range=point_cloud_range),
+    middle_encoder=dict(
+        type='mmattn.ScatterFormerMiddleEncoder',
+        in_channels=64,
+        sparse_shape=[grid_size[2] + 1, grid_size[1], grid_size[0]],
         dim=128,
         num_heads=4,
         depths=(3, 3),
         win_size=12,
         pool_heads=8,
-        sla_backend='auto'),
-    neck=dict(type='mmattn.CascadeDEDBackbone', in_channels=128, num_layers=4,
-              num_sbb=(2, 1, 1), down_strides=(1, 2, 2), out_channels=128),
+        sla_backend='auto',
+        sparse_conv_backend='auto'),  # spconv when it can run the call, else the rule book
+    backbone=dict(type='mmattn.CascadeDEDBackbone', in_channels=128, num_layers=4,
+                  num_sbb=(2, 1, 1), down_strides=(1, 2, 2), out_channels=128),
     bbox_head=dict(
         type='mmattn.CenterHeadIoU',
         in_channels=128,

@@ -6,10 +6,10 @@ Backbones that need only torch / mmcv / timm are imported here; those built on a
 from .._lazy import lazy_getattr
 from .biformer import BiFormer
 from .poolformer import PoolFormer
-from .scatterformer import ScatterFormerBackbone
+from .scatterformer import DynamicPFNVFE, ScatterFormerBackbone, ScatterFormerMiddleEncoder
 from .swin_family import AgentSwinTransformer, SLABSwinTransformer
 
 LAZY = {'BEVANet': '.bevanet'}
 __getattr__ = lazy_getattr(__name__, LAZY)
 __all__ = ['AgentSwinTransformer', 'BiFormer', 'PoolFormer', 'SLABSwinTransformer',
-           'ScatterFormerBackbone', *LAZY]
+           'DynamicPFNVFE', 'ScatterFormerBackbone', 'ScatterFormerMiddleEncoder', *LAZY]

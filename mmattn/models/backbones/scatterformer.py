@@ -5,21 +5,27 @@ ECCV 2024, https://arxiv.org/abs/2401.00912. Official code: skyhehe123/ScatterFo
 fork); this is an independent re-implementation following the released code where it differs from
 the paper (spec ``scatterformer.md`` §1.13).
 
-Pipeline (Waymo values)::
+Pipeline (Waymo values) in mmdet3d's slots::
 
     points [Np, 5] (x, y, z, tanh(intensity), tanh(elongation)) per sample
-      -> DynamicVFE            voxel features [V, 64], coords (b, z, y, x) on a 33x480x480 grid
-      -> CPE stem              SubM 64->128 + 3 SparseBasicBlocks + SparseConv (3,1,1)/(2,1,1): z 33->16
-      -> stage 1               3 x (x += SLA(BN(x)); CWI + FFN), windows 12x12 BEV columns, BN
-      -> down                  SparseConv 3/2/1: 16x480x480 -> 8x240x240
-      -> stage 2               3 layers, windows 12x12 on the 240 grid, BN
-      -> AttnPillarPool        one query per (b, y, x) column: max over z, attends over the column
-      -> BEV                   [B, 128, 240, 240]
+      -> Det3DDataPreprocessor(voxel_type='dynamic')   per-point coords (b, z, y, x), 32x480x480
+      -> DynamicPFNVFE (voxel_encoder)    voxel features [V, 64]
+      -> ScatterFormerMiddleEncoder (middle_encoder):
+           CPE stem       SubM 64->128, 3 SparseBasicBlocks, SparseConv (3,1,1)/(2,1,1): z 33->16
+           stage 1        3 x (x += SLA(BN(x)); CWI + FFN), windows 12x12 BEV columns, BN
+           down           SparseConv 3/2/1: 16x480x480 -> 8x240x240
+           stage 2        3 layers, windows 12x12 on the 240 grid, BN
+           AttnPillarPool one query per (b, y, x) column: max over z, attends over the column
+           BEV scatter    [B, 128, 240, 240]
+      -> CascadeDEDBackbone (backbone) -> CenterHeadIoU (bbox_head)
 
-Every sparse operation is pure PyTorch (:mod:`mmattn.ops.sparse_conv`); the SLA op picks its
-backend (Triton on CUDA) through :func:`mmattn.ops.sla.scattered_linear_attention`.
+:class:`ScatterFormerBackbone` stacks the voxelisation, VFE and middle encoder for raw points
+(benchmarks). The sparse convs pick their backend in :mod:`mmattn.ops.sparse_conv`; the SLA op
+through :func:`mmattn.ops.sla.scattered_linear_attention`.
 """
-from typing import List, Optional, Sequence, Tuple, Union
+import re
+from collections import OrderedDict
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -31,13 +37,26 @@ from mmattn.models.layers.sla_layer import SLALayer
 from mmattn.ops.sla import cu_seqlens_from_counts
 from mmattn.ops.sparse_conv import SparseConv3d, SparseVoxels, SubMConv3d, SubMDepthwiseConv3d
 from mmattn.registry import MODELS
+from mmattn.utils.checkpoint import register_family, strip_prefix
 from .base import BackboneMixin
 
-__all__ = ['ScatterFormerBackbone', 'DynamicVFE', 'voxelize', 'window_partition']
+__all__ = ['ScatterFormerBackbone', 'ScatterFormerMiddleEncoder', 'DynamicPFNVFE',
+           'dynamic_voxel_coords', 'window_partition']
 
 
-def _bn(channels: int) -> nn.BatchNorm1d:
-    return nn.BatchNorm1d(channels, eps=1e-3, momentum=0.01)
+class BatchNorm1d(nn.BatchNorm1d):
+    """``nn.BatchNorm1d`` that, in training, normalises a batch of 0 or 1 rows with the running
+    statistics (and leaves them unchanged) instead of raising: a frame with one voxel trains."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.training and x.shape[0] <= 1:
+            return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
+                                False, 0.0, self.eps)
+        return super().forward(x)
+
+
+def _bn(channels: int, momentum: float = 0.01) -> nn.BatchNorm1d:
+    return BatchNorm1d(channels, eps=1e-3, momentum=momentum)
 
 
 def scatter_max(x: Tensor, index: Tensor, size: int) -> Tensor:
@@ -46,95 +65,108 @@ def scatter_max(x: Tensor, index: Tensor, size: int) -> Tensor:
     return out.scatter_reduce(0, index[:, None].expand_as(x), x, 'amax', include_self=False)
 
 
-def voxelize(points: Sequence[Tensor], point_cloud_range: Sequence[float],
-             voxel_size: Sequence[float]) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Dynamic voxelisation: no cap on points per voxel or on voxels.
+def dynamic_voxel_coords(points: Sequence[Tensor], point_cloud_range: Sequence[float],
+                         voxel_size: Sequence[float]) -> Tuple[Tensor, Tensor]:
+    """Per-point voxel coordinates, as ``Det3DDataPreprocessor(voxel=True, voxel_type='dynamic')``
+    computes them with mmcv's ``dynamic_voxelize`` (pure PyTorch, for the points-in stack).
 
     Args:
         points: per sample ``[Np_b, F]`` with xyz in the first three columns.
 
     Returns:
-        in-range points ``[Np, F]``, their batch index ``[Np]``, voxel id per point ``[Np]`` and
-        the unique voxel coordinates ``[V, 4]`` int64 ``(b, z, y, x)``.
+        all points ``[Np, F]`` (concatenated) and ``[Np, 4]`` int32 ``(b, z, y, x)``; ``z, y, x``
+        are ``-1`` for points outside the range (or with non-finite xyz).
     """
     pcr = torch.as_tensor(point_cloud_range, dtype=torch.float32)
     vs = torch.as_tensor(voxel_size, dtype=torch.float32)
     grid = torch.round((pcr[3:] - pcr[:3]) / vs).long()  # (X, Y, Z)
-    kept, batch_ids = [], []
+    coors = []
     for b, p in enumerate(points):
         if p.dim() != 2 or p.shape[1] < 3:
-            raise ValueError(f'voxelize: sample {b} has points of shape {tuple(p.shape)}, '
-                             f'expected [N, >=3]')
-        cell = torch.floor((p[:, :3] - pcr[:3].to(p)) / vs.to(p)).long()
-        inside = ((cell >= 0) & (cell < grid.to(p.device))).all(1)
-        kept.append(p[inside])
-        batch_ids.append(torch.full((int(inside.sum()), ), b, dtype=torch.long,
-                                    device=p.device))
-    pts = torch.cat(kept) if kept else torch.zeros(0, 3)
-    bidx = torch.cat(batch_ids) if batch_ids else torch.zeros(0, dtype=torch.long)
-    cell = torch.floor((pts[:, :3] - pcr[:3].to(pts)) / vs.to(pts)).long()
-    gx, gy, gz = (int(g) for g in grid)
-    key = ((bidx * gz + cell[:, 2]) * gy + cell[:, 1]) * gx + cell[:, 0]
-    uniq, inverse = torch.unique(key, return_inverse=True)
-    coords = torch.stack([uniq // (gz * gy * gx), uniq // (gy * gx) % gz, uniq // gx % gy,
-                          uniq % gx], 1)
-    return pts, bidx, inverse, coords
+            raise ValueError(f'dynamic_voxel_coords: sample {b} has points of shape '
+                             f'{tuple(p.shape)}, expected [N, >=3]')
+        rel = torch.floor((p[:, :3].float() - pcr[:3].to(p.device)) / vs.to(p.device))
+        inside = (torch.isfinite(rel) & (rel >= 0) & (rel < grid.to(p.device))).all(1)
+        zyx = torch.where(inside[:, None], rel.nan_to_num(-1).long()[:, [2, 1, 0]], -1)
+        coors.append(torch.cat([zyx.new_full((p.shape[0], 1), b), zyx], 1).int())
+    if not coors:
+        return torch.zeros(0, 3), torch.zeros(0, 4, dtype=torch.int32)
+    return torch.cat(list(points)), torch.cat(coors)
 
 
-class DynamicVFE(nn.Module):
-    """Dynamic voxel feature encoder (``DynamicVoxelVFE`` with two ``PFNLayerV2``).
+@MODELS.register_module()
+class DynamicPFNVFE(nn.Module):
+    """Dynamic voxel feature encoder (official ``DynamicVoxelVFE`` with two ``PFNLayerV2``).
 
     Per point: the raw features, xyz minus the voxel's point mean, xyz minus the voxel centre
     (``in_channels + 6``); Linear+BN+ReLU, concat the voxel max, Linear+BN+ReLU, voxel max.
+    This is the math and the state-dict layout of mmdet3d's ``DynamicVFE(with_cluster_center=True,
+    with_voxel_center=True, feat_channels=...)`` (whose voxel scatter, mmcv's ``DynamicScatter``,
+    has no CPU kernel), so either loads the other's weights.
+
+    Args:
+        in_channels: point features used (x, y, z, tanh intensity, tanh elongation).
+        feat_channels: widths of the PFN layers (official Waymo: ``(32, 64)``).
+        voxel_size, point_cloud_range: the voxel layer's.
+        norm_momentum: BatchNorm momentum (eps 1e-3).
     """
 
-    def __init__(self, in_channels: int = 5, feat_channels: Sequence[int] = (64, 64),
+    def __init__(self, in_channels: int = 5, feat_channels: Sequence[int] = (32, 64),
                  voxel_size: Sequence[float] = (0.32, 0.32, 0.1875),
-                 point_cloud_range: Sequence[float] = (-76.8, -76.8, -2, 76.8, 76.8, 4.0)):
+                 point_cloud_range: Sequence[float] = (-76.8, -76.8, -2, 76.8, 76.8, 4.0),
+                 norm_momentum: float = 0.01):
         super().__init__()
         self.voxel_size, self.point_cloud_range = list(voxel_size), list(point_cloud_range)
         self.in_channels = in_channels
         chans = [in_channels + 6] + list(feat_channels)
-        self.pfn_layers = nn.ModuleList()
-        for i in range(len(feat_channels)):
-            last = i == len(feat_channels) - 1
-            out = chans[i + 1] if last else chans[i + 1] // 2
-            inp = chans[i] if i == 0 else chans[i]
-            self.pfn_layers.append(
-                nn.ModuleDict(dict(linear=nn.Linear(inp, out, bias=False), norm=_bn(out))))
+        self.vfe_layers = nn.ModuleList(
+            nn.Sequential(nn.Linear(chans[i] * (2 if i else 1), chans[i + 1], bias=False),
+                          _bn(chans[i + 1], norm_momentum), nn.ReLU(inplace=True))
+            for i in range(len(feat_channels)))
+        self.out_channels = chans[-1]
 
-    def forward(self, points: Sequence[Tensor]) -> Tuple[Tensor, Tensor]:
-        """Per-sample points ``[Np_b, >=in_channels]`` -> voxel features ``[V, C]``, coords ``[V, 4]``."""
-        for b, p in enumerate(points):
-            if p.dim() != 2 or p.shape[1] < self.in_channels:
-                raise ValueError(f'DynamicVFE: sample {b} has points of shape {tuple(p.shape)}, '
-                                 f'expected [N, >={self.in_channels}]')
-        pts, _, inv, coords = voxelize(points, self.point_cloud_range, self.voxel_size)
+    def forward(self, features: Tensor, coors: Tensor) -> Tuple[Tensor, Tensor]:
+        """Points ``[Np, >=in_channels]`` and their coords ``[Np, 4]`` ``(b, z, y, x)`` (``-1``:
+        outside) -> voxel features ``[V, C]`` and the voxels' coords ``[V, 4]`` int64, sorted."""
+        if features.dim() != 2 or features.shape[1] < self.in_channels or \
+                coors.shape != (features.shape[0], 4):
+            raise ValueError(f'DynamicPFNVFE: points of shape {tuple(features.shape)} with coors '
+                             f'of shape {tuple(coors.shape)}, expected [N, >={self.in_channels}] '
+                             f'and [N, 4]')
+        keep = (coors[:, 1:] >= 0).all(1)
+        pts, coors = features[keep, :self.in_channels], coors[keep].long()
+        dims = coors.amax(0) + 1 if coors.shape[0] else coors.new_ones(4)
+        key = ((coors[:, 0] * dims[1] + coors[:, 1]) * dims[2] + coors[:, 2]) * dims[3] + \
+            coors[:, 3]  # one int64 per voxel, ordered like (b, z, y, x)
+        uniq, inv = torch.unique(key, return_inverse=True)
+        coords = torch.stack([uniq // (dims[1] * dims[2] * dims[3]),
+                              uniq // (dims[2] * dims[3]) % dims[1], uniq // dims[3] % dims[2],
+                              uniq % dims[3]], 1)
         num_vox = coords.shape[0]
         xyz = pts[:, :3]
         cnt = torch.bincount(inv, minlength=num_vox).clamp(min=1).to(xyz)
         mean = xyz.new_zeros(num_vox, 3).index_add(0, inv, xyz) / cnt[:, None]
         vs = xyz.new_tensor(self.voxel_size)
-        centre = coords[inv][:, [3, 2, 1]].to(xyz) * vs + vs / 2 + \
+        centre = coors[:, [3, 2, 1]].to(xyz) * vs + vs / 2 + \
             xyz.new_tensor(self.point_cloud_range[:3])
-        x = torch.cat([pts[:, :self.in_channels], xyz - mean[inv], xyz - centre], 1)
-        for i, layer in enumerate(self.pfn_layers):
-            x = F.relu(layer['norm'](layer['linear'](x)))
-            x_max = scatter_max(x, inv, num_vox)
-            x = x_max if i == len(self.pfn_layers) - 1 else torch.cat([x, x_max[inv]], 1)
-        if len(self.pfn_layers) == 0:
-            x = scatter_max(x, inv, num_vox)
+        x = torch.cat([pts, xyz - mean[inv], xyz - centre], 1)
+        for i, layer in enumerate(self.vfe_layers):
+            point_feats = layer(x)
+            x_max = scatter_max(point_feats, inv, num_vox)
+            x = x_max if i == len(self.vfe_layers) - 1 else torch.cat([point_feats, x_max[inv]], 1)
         return x, coords
 
 
 class SparseBasicBlock(nn.Module):
     """SubM 3x3x3 -> BN -> ReLU -> SubM 3x3x3 -> BN -> +identity -> ReLU (convs with bias)."""
 
-    def __init__(self, channels: int, indice_key: str):
+    def __init__(self, channels: int, indice_key: str, backend: str = 'auto'):
         super().__init__()
-        self.conv1 = SubMConv3d(channels, channels, 3, bias=True, indice_key=indice_key)
+        self.conv1 = SubMConv3d(channels, channels, 3, bias=True, indice_key=indice_key,
+                                backend=backend)
         self.bn1 = _bn(channels)
-        self.conv2 = SubMConv3d(channels, channels, 3, bias=True, indice_key=indice_key)
+        self.conv2 = SubMConv3d(channels, channels, 3, bias=True, indice_key=indice_key,
+                                backend=backend)
         self.bn2 = _bn(channels)
 
     def forward(self, x: SparseVoxels) -> SparseVoxels:
@@ -146,12 +178,16 @@ class SparseBasicBlock(nn.Module):
 class CPE(nn.Module):
     """The sparse-conv stem: SubM stem, 3 residual blocks, z-only strided conv (z: Z -> Z/2)."""
 
-    def __init__(self, in_channels: int = 64, channels: int = 128, num_blocks: int = 3):
+    def __init__(self, in_channels: int = 64, channels: int = 128, num_blocks: int = 3,
+                 backend: str = 'auto'):
         super().__init__()
-        self.conv_in = SubMConv3d(in_channels, channels, 3, bias=False, indice_key='subm1')
+        self.conv_in = SubMConv3d(in_channels, channels, 3, bias=False, indice_key='subm1',
+                                  backend=backend)
         self.bn_in = _bn(channels)
-        self.blocks = nn.ModuleList(SparseBasicBlock(channels, 'stem') for _ in range(num_blocks))
-        self.conv_out = SparseConv3d(channels, channels, (3, 1, 1), (2, 1, 1), 0, bias=False)
+        self.blocks = nn.ModuleList(
+            SparseBasicBlock(channels, 'stem', backend) for _ in range(num_blocks))
+        self.conv_out = SparseConv3d(channels, channels, (3, 1, 1), (2, 1, 1), 0, bias=False,
+                                     backend=backend)
         self.bn_out = _bn(channels)
 
     def forward(self, x: SparseVoxels) -> SparseVoxels:
@@ -284,23 +320,101 @@ class AttnPillarPool(nn.Module):
 
 
 @MODELS.register_module()
-class ScatterFormerBackbone(BackboneMixin, BaseModule):
-    """Points to a dense BEV feature map (everything before the 2D BEV backbone).
+class ScatterFormerMiddleEncoder(BackboneMixin, BaseModule):
+    """mmdet3d's ``middle_encoder`` slot: voxel features -> sparse stem -> SLA stages (with CWI)
+    -> attention pillar pooling -> the dense BEV map (where mmdet3d's ``SparseEncoder`` /
+    ``PointPillarsScatter`` put the BEV scatter).
+
+    Args:
+        in_channels: voxel feature width (the voxel encoder's output).
+        sparse_shape: ``(Z + 1, Y, X)`` of the voxel grid (OpenPCDet pads z by one).
+        dim, num_heads, depths, win_size: transformer width, heads, layers per stage, window side.
+        pool_heads: heads of the pillar pooling attention.
+        sla_backend: ``'auto' | 'reference' | 'torch' | 'triton'`` for every SLA layer.
+        sparse_conv_backend: ``'auto' | 'spconv' | 'mmcv' | 'rulebook'`` for the stem and
+            down-sampling convs (:mod:`mmattn.ops.sparse_conv`; CWI's depthwise convs always use
+            the rule book).
+        norm_momentum: momentum of every BatchNorm (official: eps 1e-3, momentum 0.01, tuned for
+            tens of thousands of iterations; a short run needs a larger one for usable running
+            statistics in eval mode).
+        frozen_stages: -1 nothing; 0 the stem (CPE); k the stem and stages 0..k-1 (each with the
+            sparse downsampling before it; the last with the pillar pooling).
+        norm_eval: keep every BatchNorm in eval mode while training.
+        init_cfg: mmengine init config (dict or list).
+
+    Input: voxel features ``[V, in_channels]``, coords ``[V, 4]`` ``(b, z, y, x)``, batch size.
+    Output: BEV ``[B, dim, Y / 2, X / 2]``.
+    """
+
+    def __init__(self,
+                 in_channels: int = 64,
+                 sparse_shape: Sequence[int] = (33, 480, 480),
+                 dim: int = 128,
+                 num_heads: int = 4,
+                 depths: Sequence[int] = (3, 3),
+                 win_size: int = 12,
+                 pool_heads: int = 8,
+                 sla_backend: str = 'auto',
+                 sparse_conv_backend: str = 'auto',
+                 norm_momentum: float = 0.01,
+                 frozen_stages: int = -1,
+                 norm_eval: bool = False,
+                 init_cfg: Optional[Union[dict, List[dict]]] = None):
+        super().__init__(init_cfg)
+        if len(sparse_shape) != 3:
+            raise ValueError(f'{type(self).__name__}: sparse_shape {sparse_shape} is not (Z, Y, X)')
+        self.num_stages = len(depths)
+        self.frozen_stages = self._check_frozen_stages(frozen_stages, len(depths))
+        self.norm_eval = norm_eval
+        self.sparse_shape = tuple(int(v) for v in sparse_shape)
+        self.cpe = CPE(in_channels, dim, backend=sparse_conv_backend)
+        self.stages = nn.ModuleList(
+            ScatterFormerStage(dim, d, num_heads, win_size, i, sla_backend)
+            for i, d in enumerate(depths))
+        self.downs = nn.ModuleList(
+            SparseConv3d(dim, dim, 3, 2, 1, bias=False, backend=sparse_conv_backend)
+            for _ in range(len(depths) - 1))
+        self.pool = AttnPillarPool(dim, self.sparse_shape[0] // 4, pool_heads)
+        self.dim = dim
+        for m in self.modules():
+            if isinstance(m, nn.BatchNorm1d):
+                m.momentum = norm_momentum
+        self._freeze_stages()
+
+    def _stage_modules(self, i: int) -> List[nn.Module]:
+        if i < 0:
+            return [self.cpe]
+        mods = [self.stages[i]] + ([self.downs[i - 1]] if i > 0 else [])
+        return mods + ([self.pool] if i == self.num_stages - 1 else [])
+
+    def forward(self, voxel_features: Tensor, coors: Tensor, batch_size: int) -> Tensor:
+        x = SparseVoxels(voxel_features, coors.long(), self.sparse_shape, int(batch_size))
+        x = self.cpe(x)
+        for i, stage in enumerate(self.stages):
+            x = stage(x)
+            if i < len(self.downs):
+                x = self.downs[i](x)
+        pillar_feats, pillars = self.pool(x)
+        _, ny, nx = x.spatial_shape
+        bev = pillar_feats.new_zeros(int(batch_size), ny, nx, self.dim)
+        bev[pillars[:, 0], pillars[:, 1], pillars[:, 2]] = pillar_feats
+        return bev.permute(0, 3, 1, 2).contiguous()
+
+
+@MODELS.register_module()
+class ScatterFormerBackbone(ScatterFormerMiddleEncoder):
+    """Points in, BEV out: :func:`dynamic_voxel_coords` + :class:`DynamicPFNVFE` (``self.vfe``) +
+    :class:`ScatterFormerMiddleEncoder`, for benchmarks and use outside mmdet3d. The detector
+    (:class:`~mmattn.models.detectors.scatterformer.ScatterFormer`) uses mmdet3d's slots instead.
 
     Args:
         point_cloud_range: ``[x0, y0, z0, x1, y1, z1]`` metres.
         voxel_size: ``[vx, vy, vz]`` metres.
-        in_channels: point features used (x, y, z, tanh intensity, tanh elongation).
-        vfe_channels: PFN layer widths.
-        dim, num_heads, depths, win_size: transformer width, heads, layers per stage, window side.
-        sla_backend: ``'auto' | 'reference' | 'torch' | 'triton'`` for every SLA layer.
-        norm_momentum: momentum of every BatchNorm (official: eps 1e-3, momentum 0.01, tuned for
-            tens of thousands of iterations; a short run needs a larger one for usable running
-            statistics in eval mode).
-        frozen_stages: -1 nothing; 0 the stem (VFE and CPE); k the stem and stages 0..k-1 (each
-            with the sparse downsampling before it; the last with the pillar pooling).
-        norm_eval: keep every BatchNorm in eval mode while training.
-        init_cfg: mmengine init config (dict or list).
+        in_channels: point features used.
+        vfe_channels: official ``VFE.NUM_FILTERS`` (every layer but the last is halved:
+            ``(64, 64)`` -> PFN widths ``(32, 64)``).
+        frozen_stages: as :class:`ScatterFormerMiddleEncoder`, the stem being the VFE and CPE.
+        **kwargs: the rest of :class:`ScatterFormerMiddleEncoder`'s arguments.
 
     Input: list of per-sample point tensors ``[Np_b, >=in_channels]``.
     Output: BEV ``[B, dim, Y / 2, X / 2]``.
@@ -311,55 +425,61 @@ class ScatterFormerBackbone(BackboneMixin, BaseModule):
                  voxel_size: Sequence[float] = (0.32, 0.32, 0.1875),
                  in_channels: int = 5,
                  vfe_channels: Sequence[int] = (64, 64),
-                 dim: int = 128,
-                 num_heads: int = 4,
-                 depths: Sequence[int] = (3, 3),
-                 win_size: int = 12,
-                 pool_heads: int = 8,
-                 sla_backend: str = 'auto',
                  norm_momentum: float = 0.01,
                  frozen_stages: int = -1,
-                 norm_eval: bool = False,
-                 init_cfg: Optional[Union[dict, List[dict]]] = None):
-        super().__init__(init_cfg)
-        self.num_stages = len(depths)
-        self.frozen_stages = self._check_frozen_stages(frozen_stages, len(depths))
-        self.norm_eval = norm_eval
+                 **kwargs):
         pcr = torch.tensor(point_cloud_range, dtype=torch.float64)
         vs = torch.tensor(voxel_size, dtype=torch.float64)
         grid = torch.round((pcr[3:] - pcr[:3]) / vs).long().tolist()  # (X, Y, Z)
+        widths = [c // 2 for c in vfe_channels[:-1]] + [vfe_channels[-1]]
+        super().__init__(in_channels=widths[-1], sparse_shape=(grid[2] + 1, grid[1], grid[0]),
+                         norm_momentum=norm_momentum, **kwargs)
         self.grid_size = grid
-        self.sparse_shape = (grid[2] + 1, grid[1], grid[0])
-        self.vfe = DynamicVFE(in_channels, vfe_channels, voxel_size, point_cloud_range)
-        self.cpe = CPE(vfe_channels[-1], dim)
-        self.stages = nn.ModuleList(
-            ScatterFormerStage(dim, d, num_heads, win_size, i, sla_backend)
-            for i, d in enumerate(depths))
-        self.downs = nn.ModuleList(
-            SparseConv3d(dim, dim, 3, 2, 1, bias=False) for _ in range(len(depths) - 1))
-        self.pool = AttnPillarPool(dim, self.sparse_shape[0] // 4, pool_heads)
-        self.dim = dim
-        for m in self.modules():
-            if isinstance(m, nn.BatchNorm1d):
-                m.momentum = norm_momentum
+        self.vfe = DynamicPFNVFE(in_channels, widths, voxel_size, point_cloud_range, norm_momentum)
+        self.frozen_stages = self._check_frozen_stages(frozen_stages, self.num_stages)
         self._freeze_stages()
 
     def _stage_modules(self, i: int) -> List[nn.Module]:
-        if i < 0:
-            return [self.vfe, self.cpe]
-        mods = [self.stages[i]] + ([self.downs[i - 1]] if i > 0 else [])
-        return mods + ([self.pool] if i == self.num_stages - 1 else [])
+        return ([self.vfe] if i < 0 else []) + super()._stage_modules(i)
 
-    def forward(self, points: List[Tensor]) -> Tensor:
-        feats, coords = self.vfe(points)
-        x = SparseVoxels(feats, coords, self.sparse_shape, len(points))
-        x = self.cpe(x)
-        for i, stage in enumerate(self.stages):
-            x = stage(x)
-            if i < len(self.downs):
-                x = self.downs[i](x)
-        pillar_feats, pillars = self.pool(x)
-        _, ny, nx = x.spatial_shape
-        bev = pillar_feats.new_zeros(len(points), ny, nx, self.dim)
-        bev[pillars[:, 0], pillars[:, 1], pillars[:, 2]] = pillar_feats
-        return bev.permute(0, 3, 1, 2).contiguous()
+    def forward(self, points: List[Tensor]) -> Tensor:  # type: ignore[override]
+        pts, coors = dynamic_voxel_coords(points, self.vfe.point_cloud_range,
+                                          self.vfe.voxel_size)
+        feats, coords = self.vfe(pts, coors)
+        return super().forward(feats, coords, len(points))
+
+
+_OLD_VFE = re.compile(r'backbone\.vfe\.pfn_layers\.(\d+)\.(linear|norm)\.(.+)')
+
+
+def scatterformer_filter_fn(state_dict: Dict[str, Tensor], prefix: str = '',
+                            model: Optional[nn.Module] = None) -> 'OrderedDict[str, Tensor]':
+    """A whole-detector ScatterFormer state_dict (keys under ``prefix``) in the slot layout.
+
+    The earlier layout (before the detector used mmdet3d's slots) kept the VFE and the sparse
+    part in ``backbone`` and the DED BEV backbone as ``neck``; its keys are renamed::
+
+        backbone.vfe.pfn_layers.{i}.linear.* -> voxel_encoder.vfe_layers.{i}.0.*
+        backbone.vfe.pfn_layers.{i}.norm.*   -> voxel_encoder.vfe_layers.{i}.1.*
+        backbone.{cpe,stages,downs,pool}.*   -> middle_encoder.*
+        neck.*                               -> backbone.*
+
+    A state_dict already in the slot layout passes unchanged.
+    """
+    sd = strip_prefix(state_dict, prefix)
+    if not any(k.startswith(('backbone.vfe.', 'backbone.cpe.')) for k in sd):
+        return OrderedDict(sd)
+    out = OrderedDict()
+    for k, v in sd.items():
+        m = _OLD_VFE.fullmatch(k)
+        if m:
+            k = f'voxel_encoder.vfe_layers.{m[1]}.{0 if m[2] == "linear" else 1}.{m[3]}'
+        elif k.startswith('backbone.'):
+            k = 'middle_encoder.' + k[len('backbone.'):]
+        elif k.startswith('neck.'):
+            k = 'backbone.' + k[len('neck.'):]
+        out[k] = v
+    return out
+
+
+register_family('scatterformer', scatterformer_filter_fn, 'bbox_head.shared_conv.conv.weight')
