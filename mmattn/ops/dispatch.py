@@ -76,13 +76,17 @@ def autocast_function(function: type, device_type: str) -> type:
     op computes in the dtype of its inputs (cast by the caller), and backward sees the forward's
     autocast state."""
 
+    # the plain functions, taken here: torch.compile cannot trace ``function.backward`` called
+    # through the class from inside another Function's backward
+    fwd_impl, bwd_impl = function.forward, function.backward
+
     def forward(*args, **kwargs):
         with torch.autocast(device_type, enabled=False):
-            return function.forward(*args, **kwargs)
+            return fwd_impl(*args, **kwargs)
 
     def backward(*args, **kwargs):
         with torch.autocast(device_type, enabled=False):
-            return function.backward(*args, **kwargs)
+            return bwd_impl(*args, **kwargs)
 
     return type(f'{function.__name__}_{device_type}', (function, ), dict(
         forward=staticmethod(torch.amp.custom_fwd(forward, device_type=device_type)),

@@ -76,8 +76,12 @@ class Pooling(nn.Module):
         """(H, W): 1 / number of in-image pixels in each window."""
         h, w = x.shape[-2:]
         inv = self._inv_count
+        # traced (torch.compile / export): computed in the graph, no module state (reading the
+        # cache would break the graph at ``is_inference``)
+        compiling = torch.compiler.is_compiling()
         # an inference-mode tensor cannot be saved for backward: recompute when the mode changes
-        if (inv is None or inv.shape != (h, w) or inv.device != x.device or inv.dtype != x.dtype
+        if (compiling or inv is None or inv.shape != (h, w) or inv.device != x.device
+                or inv.dtype != x.dtype
                 or inv.is_inference() != torch.is_inference_mode_enabled()):
             r = self.pool_size // 2
 
@@ -85,7 +89,9 @@ class Pooling(nn.Module):
                 i = torch.arange(n, device=x.device)
                 return ((i + r).clamp(max=n - 1) - (i - r).clamp(min=0) + 1).to(x.dtype)
 
-            inv = self._inv_count = 1 / (count(h)[:, None] * count(w)[None, :])
+            inv = 1 / (count(h)[:, None] * count(w)[None, :])
+            if not compiling:
+                self._inv_count = inv
         return inv
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

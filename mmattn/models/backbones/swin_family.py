@@ -175,8 +175,11 @@ class SwinBlock(nn.Module):
         if self.mixer == 'window':
             mask = None
             if shift:
-                mask = _shift_window_mask(hp, wp, win, shift, x.device,
-                                          torch.is_inference_mode_enabled()).to(x.dtype)
+                # compiled: the cache is traced through and is_inference_mode_enabled would
+                # break the graph, so the flag (a cache key only) is not read
+                inference = (not torch.compiler.is_compiling()
+                             and torch.is_inference_mode_enabled())
+                mask = _shift_window_mask(hp, wp, win, shift, x.device, inference).to(x.dtype)
             windows = self.attn(windows, mask=mask)
         else:
             windows = self.attn(windows)

@@ -28,7 +28,9 @@ class TokenBatchNorm(nn.BatchNorm1d):
     """BatchNorm1d over the last (channel) axis of a (B, N, C) token tensor."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(x.transpose(1, 2)).transpose(1, 2)
+        # contiguous: CPU BatchNorm returns a contiguous map for a transposed input, but its
+        # meta kernel keeps the input's strides, which breaks views after it under torch.compile
+        return super().forward(x.transpose(1, 2).contiguous()).transpose(1, 2)
 
 
 class RepBN(nn.Module):
@@ -40,7 +42,8 @@ class RepBN(nn.Module):
         self.bn = nn.BatchNorm1d(channels, eps=eps, momentum=momentum)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.bn(x.transpose(1, 2)).transpose(1, 2) + self.alpha * x
+        # contiguous: see TokenBatchNorm.forward
+        return self.bn(x.transpose(1, 2).contiguous()).transpose(1, 2) + self.alpha * x
 
     @torch.no_grad()
     def fuse(self) -> TokenBatchNorm:

@@ -166,7 +166,7 @@ def _validate(q: Tensor, k: Tensor, v: Tensor, r_idx: Tensor, num_heads: int) ->
             raise ValueError(f'{_OP}: r_idx {tuple(r_idx.shape)} holds values in [{lo}, {hi}], '
                              f'outside [0, {r}) (number of regions)')
     else:
-        lo, hi = torch.aminmax(r_idx)
+        lo, hi = r_idx.min(), r_idx.max()  # not aminmax: the ONNX exporter lacks its amin
         dispatch.assert_async((lo >= 0) & (hi < r),
                               f'{_OP}: r_idx {tuple(r_idx.shape)} holds values outside [0, {r}) '
                               '(number of regions); MMATTN_DEBUG_OPS=1 shows them')
