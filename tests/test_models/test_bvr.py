@@ -450,3 +450,15 @@ def test_sample_config_trains_with_falling_losses_and_predicts(tmp_path):
     with torch.no_grad():
         res = model.test_step(data)
     assert len(res[0].pred_instances.bboxes) > 0
+
+
+def test_keypoint_head_builds_under_any_default_scope():
+    """The head's mmdet losses are found whatever scope an earlier build left current (the suite
+    failed when an mmseg test ran first)."""
+    from mmengine.registry import DefaultScope
+
+    from mmattn.models.heads.bvr import BVRKeypointHead
+    with DefaultScope.overwrite_default_scope('mmseg'):
+        kh = BVRKeypointHead(num_classes=3, in_channels=8, feat_channels=8, stacked_convs=1,
+                             logits_convs=0, strides=(8, 16))
+    assert type(kh.loss_cls).__name__ == 'GaussianFocalLoss'

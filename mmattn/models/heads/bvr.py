@@ -36,6 +36,7 @@ from mmdet.models.utils import gaussian_radius, multi_apply
 from mmdet.utils import reduce_mean
 from mmdet.registry import MODELS as MMDET_MODELS
 from mmengine.model import BaseModule, bias_init_with_prob, normal_init
+from mmengine.registry import DefaultScope
 from torch import Tensor
 
 from mmattn.registry import MODELS
@@ -408,10 +409,12 @@ class BVRKeypointHead(BaseModule):
             off_head = convs(feat_channels, logits_convs)
             off_head.append(nn.Conv2d(feat_channels, 2, 3, padding=1))
             self.keypoint_offset_heads[t] = off_head
-        self.loss_cls = MMDET_MODELS.build(
-            loss_cls or dict(type='GaussianFocalLoss', loss_weight=0.25))
-        self.loss_offset = MMDET_MODELS.build(
-            loss_offset or dict(type='SmoothL1Loss', beta=1.0, loss_weight=1.0))
+        # mmdet's losses whatever default scope is current (a head built outside a detector)
+        with DefaultScope.overwrite_default_scope('mmdet'):
+            self.loss_cls = MMDET_MODELS.build(
+                loss_cls or dict(type='GaussianFocalLoss', loss_weight=0.25))
+            self.loss_offset = MMDET_MODELS.build(
+                loss_offset or dict(type='SmoothL1Loss', beta=1.0, loss_weight=1.0))
 
     def init_weights(self) -> None:
         for m in self.modules():
