@@ -420,7 +420,6 @@ def test_r50_head_has_the_official_parameter_count():
 def test_sample_config_trains_with_falling_losses_and_predicts(tmp_path):
     """BVR-FCOS on data/coco_sample/: 20 iterations on 4 images (batch 2, 224x176); keypoint and
     box losses fall; the trained model predicts boxes."""
-    import json
     import mmattn  # noqa: F401
     from mmattn.testing.runs import short_run_config
     from mmattn.utils.runner import build_runner
@@ -436,15 +435,18 @@ def test_sample_config_trains_with_falling_losses_and_predicts(tmp_path):
     cfg.train_dataloader.dataset.pipeline = pipeline
     runner = build_runner(cfg)
     runner.train()
-    logs = [json.loads(line) for line in open(next(tmp_path.glob('*/vis_data/scalars.json')))]
-    logs = [r for r in logs if 'loss' in r]
+    # the runner's own message hub (a scalars.json need not exist: an earlier test may have
+    # created the global visualizer without a local backend)
     for key in ('kpt_loss_point_cls', 'kpt_loss_point_offset', 'bbox_loss_cls',
                 'bbox_loss_bbox'):
-        first = sum(r[key] for r in logs[:5]) / 5
-        last = sum(r[key] for r in logs[-5:]) / 5
+        values = runner.message_hub.get_scalar(f'train/{key}').data[0]
+        assert len(values) == 20, (key, len(values))
+        first = sum(values[:5]) / 5
+        last = sum(values[-5:]) / 5
         print(f'{key}: first 5 iterations {first:.4f}, last 5 {last:.4f}')
-        # measured 0.12-0.67 of the first losses; a margin, not just 'lower'
-        assert last < 0.8 * first, (key, first, last)
+        # measured last/first: 0.31 / 0.08 / 0.25 / 0.72 (2026-11-30); a margin, not just 'lower'
+        margin = 0.85 if key == 'bbox_loss_bbox' else 0.6
+        assert last < margin * first, (key, first, last)
     model = runner.model.eval()
     data = next(iter(runner.build_dataloader(cfg.val_dataloader)))
     with torch.no_grad():
