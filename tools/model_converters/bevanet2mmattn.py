@@ -16,20 +16,18 @@ file, the arch SRC looks like and the arch of CONFIG; nothing is written then. A
 classifier (``BEVANet_CLS_32``) has no segment heads: load it with the backbone's
 ``init_cfg=dict(type='Pretrained', checkpoint=SRC)`` instead.
 """
-import argparse
 import glob
-import os
 import os.path as osp
 import sys
 from typing import List, Optional
 
-import torch
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, ROOT)
 
 from mmattn.utils.checkpoint import (CheckpointError, match_state_dict,  # noqa: E402
                                      read_checkpoint, unwrap_state_dict)
+from mmattn.utils.convert_cli import build_on_meta, converter_main  # noqa: E402
 
 
 def config_for(arch: str) -> str:
@@ -42,17 +40,10 @@ def config_for(arch: str) -> str:
 
 
 def build_segmentor(config: str, num_classes: Optional[int]):
-    import mmattn  # noqa: F401  (config patches)
-    from mmengine.config import Config
-    from mmengine.registry import DefaultScope
-    from mmseg.registry import MODELS
-    cfg = Config.fromfile(config)
-    if num_classes is not None:
-        cfg.model.decode_head.num_classes = num_classes
-    cfg.model.backbone.init_cfg = None
-    with DefaultScope.overwrite_default_scope(cfg.get('default_scope', 'mmseg')):
-        with torch.device('meta'):
-            return MODELS.build(cfg.model)
+    def edit(model: dict) -> None:
+        if num_classes is not None:
+            model.decode_head.num_classes = num_classes
+    return build_on_meta(config, 'mmseg', edit)
 
 
 def convert(src: str, config: Optional[str] = None) -> dict:
@@ -86,25 +77,17 @@ def convert(src: str, config: Optional[str] = None) -> dict:
     return {'state_dict': state_dict, 'meta': meta}
 
 
-def main(argv: Optional[List[str]] = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('src', help='official checkpoint (path or URL)')
-    parser.add_argument('dst', help='output file')
-    parser.add_argument('--config', default=None,
-                        help='segmentor config to check against (default: the Cityscapes config '
-                        'of the arch read from SRC)')
-    args = parser.parse_args(argv)
-    try:
-        out = convert(args.src, args.config)
-    except (CheckpointError, FileNotFoundError, KeyError) as e:
-        raise SystemExit(f'{args.src}: cannot convert: {e}')
-    dst = osp.abspath(args.dst)
-    os.makedirs(osp.dirname(dst), exist_ok=True)
-    torch.save(out, dst)
+def report(src: str, dst: str, out: dict) -> List[str]:
     meta = out['meta']
-    print(f'{args.src} -> {dst}: {len(out["state_dict"])} tensors, BEVANet arch '
-          f'{meta["arch"]!r} (checked against {meta["config"]}); dropped: '
-          f'{", ".join(meta["dropped"]) or "nothing"}')
+    return [f'{src} -> {dst}: {len(out["state_dict"])} tensors, BEVANet arch {meta["arch"]!r} '
+            f'(checked against {meta["config"]}); dropped: '
+            f'{", ".join(meta["dropped"]) or "nothing"}']
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    converter_main(__doc__.split('\n\n')[0], 'official checkpoint (path or URL)',
+                   'segmentor config to check against (default: the Cityscapes config of the '
+                   'arch read from SRC)', convert, report, argv)
 
 
 if __name__ == '__main__':

@@ -18,20 +18,18 @@ when it differs from CONFIG a note says which ``pos_cfg.num_layers`` to load DST
 with ``load_from=DST``, ``tools/test.py CONFIG DST`` or ``mmengine.runner.load_checkpoint(model,
 DST)``.
 """
-import argparse
-import os
 import os.path as osp
 import re
 import sys
 from typing import List, Optional
 
-import torch
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, ROOT)
 
 from mmattn.utils.checkpoint import (CheckpointError, match_state_dict,  # noqa: E402
                                      read_checkpoint, unwrap_state_dict)
+from mmattn.utils.convert_cli import build_on_meta, converter_main  # noqa: E402
 
 CONFIGS = {  # (wrapped head predictor, table size) -> config
     ('retina_cls', 400): 'configs/bvr/retinanet-bvr_r50_fpn_1x_coco.py',
@@ -65,19 +63,10 @@ def positional_layers(state_dict: dict) -> Optional[int]:
 
 
 def build_detector(config: str, num_layers: Optional[int] = None):
-    import mmattn  # noqa: F401  (config patches)
-    from mmdet.registry import MODELS
-    from mmdet.utils import register_all_modules
-    from mmengine.config import Config
-    from mmengine.registry import DefaultScope
-    register_all_modules(init_default_scope=False)
-    cfg = Config.fromfile(config)
-    cfg.model.backbone.init_cfg = None
-    if num_layers is not None:
-        cfg.model.bbox_head.pos_cfg.num_layers = num_layers
-    with DefaultScope.overwrite_default_scope('mmdet'):
-        with torch.device('meta'):
-            return MODELS.build(cfg.model)
+    def edit(model: dict) -> None:
+        if num_layers is not None:
+            model.bbox_head.pos_cfg.num_layers = num_layers
+    return build_on_meta(config, 'mmdet', edit)
 
 
 def convert(src: str, config: Optional[str] = None) -> dict:
@@ -108,31 +97,22 @@ def convert(src: str, config: Optional[str] = None) -> dict:
     return {'state_dict': state_dict, 'meta': meta}
 
 
-def main(argv: Optional[List[str]] = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('src', help='official checkpoint (path or URL)')
-    parser.add_argument('dst', help='output file')
-    parser.add_argument('--config', default=None,
-                        help='detector config to check against (default: the configs/bvr config '
-                        'of the head type and table size read from SRC)')
-    args = parser.parse_args(argv)
-    try:
-        out = convert(args.src, args.config)
-    except (CheckpointError, FileNotFoundError, KeyError) as e:
-        raise SystemExit(f'{args.src}: cannot convert: {e}')
-    dst = osp.abspath(args.dst)
-    os.makedirs(osp.dirname(dst), exist_ok=True)
-    tmp = dst + '.tmp'
-    torch.save(out, tmp)
-    os.replace(tmp, dst)
+def report(src: str, dst: str, out: dict) -> List[str]:
     meta = out['meta']
-    print(f'{args.src} -> {dst}: {len(out["state_dict"])} tensors '
-          f'({"head only" if meta["head_only"] else "whole detector"}), checked against '
-          f'{meta["config"]}; dropped: {", ".join(meta["dropped"]) or "nothing"}')
+    lines = [f'{src} -> {dst}: {len(out["state_dict"])} tensors '
+             f'({"head only" if meta["head_only"] else "whole detector"}), checked against '
+             f'{meta["config"]}; dropped: {", ".join(meta["dropped"]) or "nothing"}']
     if meta['positional_layers'] not in (None, meta['config_positional_layers']):
-        print(f'note: {args.src} has a {meta["positional_layers"]}-layer positional MLP, '
-              f'{meta["config"]} {meta["config_positional_layers"]}: load it with '
-              f'model.bbox_head.pos_cfg.num_layers={meta["positional_layers"]}')
+        lines.append(f'note: {src} has a {meta["positional_layers"]}-layer positional MLP, '
+                     f'{meta["config"]} {meta["config_positional_layers"]}: load it with '
+                     f'model.bbox_head.pos_cfg.num_layers={meta["positional_layers"]}')
+    return lines
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    converter_main(__doc__.split('\n\n')[0], 'official checkpoint (path or URL)',
+                   'detector config to check against (default: the configs/bvr config of the '
+                   'head type and table size read from SRC)', convert, report, argv)
 
 
 if __name__ == '__main__':

@@ -21,8 +21,6 @@ Every converted key must exist in the config's detector with the same shape; a f
 must also cover every detector key. Otherwise the script exits with the file and keys named and
 writes nothing. mmdet 1.x used the "+1" box-size convention, so detections can differ slightly.
 """
-import argparse
-import os
 import os.path as osp
 import re
 import sys
@@ -36,6 +34,7 @@ sys.path.insert(0, ROOT)
 
 from mmattn.utils.checkpoint import (CheckpointError, match_state_dict,  # noqa: E402
                                      read_checkpoint, unwrap_state_dict)
+from mmattn.utils.convert_cli import build_on_meta, converter_main  # noqa: E402
 
 SDA_CONFIG = osp.join(ROOT, 'configs', 'sdanet', 'sdanet_cascade-mask-rcnn_r101_fpn_1x_pidray.py')
 BASE_CONFIG = osp.join(ROOT, 'configs', 'sdanet', 'cascade-mask-rcnn_r101_fpn_1x_pidray.py')
@@ -71,18 +70,12 @@ def convert_sdanet_official(state_dict: Dict[str, torch.Tensor], fpn_prefix: str
 
 
 def build_detector(config: str, num_classes: Optional[int]):
-    import mmattn  # noqa: F401
-    from mmdet.registry import MODELS
-    from mmengine.config import Config
-    from mmengine.registry import DefaultScope
-    cfg = Config.fromfile(config)
-    if num_classes is not None:
-        for head in cfg.model.roi_head.bbox_head:
-            head.num_classes = num_classes
-        cfg.model.roi_head.mask_head.num_classes = num_classes
-    with DefaultScope.overwrite_default_scope('mmdet'):
-        with torch.device('meta'):
-            return MODELS.build(cfg.model)
+    def edit(model: dict) -> None:
+        if num_classes is not None:
+            for head in model.roi_head.bbox_head:
+                head.num_classes = num_classes
+            model.roi_head.mask_head.num_classes = num_classes
+    return build_on_meta(config, 'mmdet', edit)
 
 
 def convert(src: str, config: Optional[str] = None) -> dict:
@@ -114,29 +107,20 @@ def convert(src: str, config: Optional[str] = None) -> dict:
     return {'state_dict': state_dict, 'meta': meta}
 
 
-def main(argv: Optional[List[str]] = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('src', help='official SDANet checkpoint (path or URL)')
-    parser.add_argument('dst', help='output file')
-    parser.add_argument('--config', default=None,
-                        help='detector config to check against (default: the PIDray SDANet '
-                        'config, or the Cascade Mask R-CNN one for SRC without SDA modules)')
-    args = parser.parse_args(argv)
-    try:
-        out = convert(args.src, args.config)
-    except (CheckpointError, FileNotFoundError, KeyError) as e:
-        raise SystemExit(f'{args.src}: cannot convert: {e}')
-    dst = osp.abspath(args.dst)
-    os.makedirs(osp.dirname(dst), exist_ok=True)
-    tmp = dst + '.tmp'
-    torch.save(out, tmp)
-    os.replace(tmp, dst)
+def report(src: str, dst: str, out: dict) -> List[str]:
     meta = out['meta']
-    print(f'{args.src} -> {dst}: {len(out["state_dict"])} tensors of {", ".join(meta["modules"])} '
-          f'(checked against {meta["config"]})')
+    lines = [f'{src} -> {dst}: {len(out["state_dict"])} tensors of {", ".join(meta["modules"])} '
+             f'(checked against {meta["config"]})']
     if meta['missing']:
-        print(f'not in {args.src} (keep their initialisation): {len(meta["missing"])} keys, e.g. '
-              f'{", ".join(meta["missing"][:5])}')
+        lines.append(f'not in {src} (keep their initialisation): {len(meta["missing"])} keys, '
+                     f'e.g. {", ".join(meta["missing"][:5])}')
+    return lines
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    converter_main(__doc__.split('\n\n')[0], 'official SDANet checkpoint (path or URL)',
+                   'detector config to check against (default: the PIDray SDANet config, or the '
+                   'Cascade Mask R-CNN one for SRC without SDA modules)', convert, report, argv)
 
 
 if __name__ == '__main__':
