@@ -1,7 +1,52 @@
 """mmattn: attention-paper models for OpenMMLab (mmdet 3.x, mmseg 1.x, mmdet3d 1.x)."""
+import os
 import os.path as osp
+import shutil
+import sys
 
 from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
+
+ROOT = osp.dirname(osp.abspath(__file__))
+# openmim's package data (``mim search`` / ``mim download mmattn --config NAME``): mmattn/.mim/
+# holds the configs and model-index.yml. Made at build time, never committed: links to the
+# repository's files for an editable install, copies inside the built wheel.
+MIM_FILES = ('configs', 'model-index.yml')
+
+
+def add_mim_symlinks() -> None:
+    """mmattn/.mim/{configs,model-index.yml} -> the repository's, for an editable install."""
+    mim = osp.join(ROOT, 'mmattn', '.mim')
+    os.makedirs(mim, exist_ok=True)
+    for name in MIM_FILES:
+        link = osp.join(mim, name)
+        if osp.islink(link) or osp.isfile(link):
+            os.remove(link)
+        elif osp.isdir(link):
+            shutil.rmtree(link)
+        os.symlink(osp.join('..', '..', name), link)
+
+
+class BuildPyWithMim(build_py):
+    """build_py that adds mmattn/.mim: copies into the build folder (a wheel), or links in the
+    source tree (editable install); the source tree never gets copies."""
+
+    def run(self) -> None:
+        super().run()
+        if self.editable_mode:
+            add_mim_symlinks()
+            return
+        target = osp.join(self.build_lib, 'mmattn', '.mim')
+        if osp.exists(target):
+            shutil.rmtree(target)
+        os.makedirs(target)
+        shutil.copytree(osp.join(ROOT, 'configs'), osp.join(target, 'configs'),
+                        ignore=shutil.ignore_patterns('__pycache__', '*.pyc'))
+        shutil.copy2(osp.join(ROOT, 'model-index.yml'), osp.join(target, 'model-index.yml'))
+
+
+if 'develop' in sys.argv:  # legacy ``setup.py develop`` does not run build_py
+    add_mim_symlinks()
 
 
 def read_version() -> str:
@@ -36,5 +81,6 @@ setup(
         # published weights behind Google Drive links (mmattn.apis, tools/demo.py --model)
         'download': ['gdown'],
     },
+    cmdclass={'build_py': BuildPyWithMim},
     zip_safe=False,
 )

@@ -74,6 +74,12 @@ $PIP install -q $C addict mmengine opencv-python pyyaml yapf
 # ---------------------------------------------------------------- the rest
 log "mmdet, mmseg, triton, evaluation packages"
 $PIP install -q $C -r "$REQ/runtime.txt"
+log "onnx export + onnxruntime (test_compile_export.py's ONNX tests; new packages only, nothing pinned moves)"
+$PIP install -q $C onnx==1.23.2 onnxscript==0.7.2 onnxruntime==1.32.0 onnx-ir==1.1.0 \
+  protobuf==7.36.2 ml_dtypes==0.6.0 flatbuffers==25.12.19
+log "openmim (mim search / download mmattn; opendatalab 0.0.10 would pull openxlab and downgrade the stack)"
+$PIP install -q $C openmim==0.3.9 opendatalab==0.0.9 click==8.5.1 colorama==0.4.6 model-index==0.1.11 \
+  ordered-set==4.1.0 pycryptodome==4.4.0 Markdown==3.11.3 tabulate==0.10.0
 log "timm, mmdet3d and its dataset SDKs (--no-deps)"
 $PIP install -q $C --no-deps -r "$REQ/nodeps.txt"
 log "mmattn (editable)"

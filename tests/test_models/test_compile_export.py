@@ -6,8 +6,8 @@ no code generation), on the tiny archs of ``test_backbone_contract.py``; one ``s
 the default inductor backend on PoolFormer. Each compiled run counts the graphs Dynamo made: one
 graph means no graph break. On the CPU the BRA / SLA ops run their ``torch`` backends (autograd
 Functions), which Dynamo traces whole, forward and backward. ONNX (``torch.onnx.export`` +
-onnxruntime) runs only when ``onnx``, ``onnxscript`` and ``onnxruntime`` import; they are not in
-the pinned environment (see ``docs/benchmarks/README.md``).
+onnxruntime) runs when ``onnx``, ``onnxscript`` and ``onnxruntime`` import (pinned by
+``tools/setup_env.sh``; see ``docs/benchmarks/README.md``).
 """
 import copy
 import importlib.util
@@ -130,7 +130,7 @@ def test_export_matches_eager(name):
 
 
 @pytest.mark.skipif(not HAS_ONNX, reason='onnx, onnxscript and onnxruntime are not installed '
-                    '(not in the pinned environment; pip install onnx onnxscript onnxruntime)')
+                    '(tools/setup_env.sh pins them)')
 @pytest.mark.parametrize('name', NAMES)
 def test_onnx_matches_eager(name, tmp_path):
     import onnxruntime as ort

@@ -5,8 +5,9 @@
   ``relu(q) (relu(k)^T v)``), and the ``'triton'`` backend (its kernel launches are the custom ops
   ``torch.ops.mmattn.*``, run under ``TRITON_INTERPRET=1`` on tiny CPU tensors) against the
   ``'torch'`` backend's aten matmuls and the formula, forward and backward.
-* Backbones counted by ``tools/analysis_tools/get_flops.py`` against the papers' numbers (MACs,
-  which the papers call "FLOPs"), within the tolerance given per row.
+* Backbones and two segmentors (BEVANet-S CamVid, Agent-Swin-T UperNet) counted by
+  ``tools/analysis_tools/get_flops.py`` against the papers' numbers (MACs, which the papers call
+  "FLOPs"), within the tolerance given per row.
 * The CLI on a detector config (meta device), the CPU fallback of a two-stage detector, and the
   refusal of a 3D model.
 """
@@ -155,11 +156,15 @@ PAPER = {
                        'PoolFormer README (fvcore, rounded to 0.1 G)'),
     'biformer-t': (dict(type='mmattn.BiFormer', arch='tiny'), (224, 224), 2.2, 0.02,
                    'BiFormer README 2.2 G (fvcore reference run 2.23 G)'),
+    'biformer-s': (dict(type='mmattn.BiFormer', arch='small'), (224, 224), 4.5, 0.02,
+                   'BiFormer README 4.5 G (fvcore reference run 4.49 G)'),
+    'biformer-b': (dict(type='mmattn.BiFormer', arch='base'), (224, 224), 9.8, 0.02,
+                   'BiFormer README 9.8 G (fvcore reference run 9.79 G)'),
     'agent-swin-t': (dict(type='mmattn.AgentSwinTransformer', arch='tiny', clamp_windows=True,
                           downstream_agent_shapes=((3, 3), (4, 4), (7, 7), (7, 7))),
                      (224, 224), 4.5, 0.02, 'Agent-Swin README 4.5 G (fvcore 4.53 G)'),
-    'slab-swin-t': (dict(type='mmattn.SLABSwinTransformer', arch='tiny'), (224, 224), 4.5, 0.02,
-                    'SLAB README 4.5 G (fvcore 4.49 G)'),
+    'slab-swin-t': (dict(type='mmattn.SLABSwinTransformer', arch='tiny'), (224, 224), 4.49, 0.02,
+                    'fvcore count of the official code (our spec; the SLAB README states none)'),
 }
 
 
@@ -179,6 +184,18 @@ def test_bevanet_s_camvid_macs_match_paper():
     res = get_flops.analyse(cfg.model, cfg.default_scope, None, (720, 960))
     assert res['kind'] == 'segmentor' and res['device'] == 'meta' and res['fallback'] is None
     assert math.isclose(res['flops'] / 2e9, 20.1, rel_tol=0.02), res['flops']
+    assert set(res['per_module']) == {'backbone', 'decode_head'}
+
+
+@pytest.mark.slow  # 4-9 s on meta here (512x2048 UperNet), over the fast tests' share
+def test_agent_swin_t_upernet_macs_match_paper():
+    """Agent-Swin-T UperNet (ADE20K) at 512x2048, the input of Swin's FLOPs: the README's 954 G."""
+    from mmengine.config import Config
+    cfg = Config.fromfile(
+        str(ROOT / 'configs/agent_swin/upernet_agent-swin-t_8xb2-160k_ade20k-512x512.py'))
+    res = get_flops.analyse(cfg.model, cfg.default_scope, None, (512, 2048))
+    assert res['kind'] == 'segmentor' and res['device'] == 'meta' and res['fallback'] is None
+    assert math.isclose(res['flops'] / 2e9, 954, rel_tol=0.02), res['flops']
     assert set(res['per_module']) == {'backbone', 'decode_head'}
 
 
