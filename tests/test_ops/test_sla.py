@@ -1,6 +1,7 @@
 """Scattered linear attention (ScatterFormer): every backend against the plain PyTorch reference.
 
-Outputs and gradients (q, k, v) of ``torch`` (chunked, recompute) and ``triton`` (kernels split
+Outputs and gradients (q, k, v) of ``torch`` (both its CPU paths: windows padded to the longest,
+and chunked with recompute) and ``triton`` (kernels split
 long windows over programs, run under ``TRITON_INTERPRET=1`` on CPU) are compared with
 :func:`sla_reference` on tiny shapes: empty windows, windows of one row, one window, many
 windows, a window spanning several chunks (the Triton chunk is cut to 16 rows here, so a 70-row
@@ -81,14 +82,38 @@ def check_backend(backend: str, case: str, dtype) -> None:
     assert_matches(f'{backend} {case}', got, reference_fp32(case, dtype), dtype)
 
 
+@pytest.fixture(params=['padded', 'chunked'])
+def torch_path(request, monkeypatch):
+    """The ``torch`` backend's CPU path under test: padded windows (the default budget) or the
+    chunked recompute (budget 0); a spy records which one ran."""
+    if request.param == 'chunked':
+        monkeypatch.setattr(chunked_mod, 'PAD_ELEMS', 0)
+    ran = []
+    padded = chunked_mod._sla_padded
+    monkeypatch.setattr(chunked_mod, '_sla_padded', lambda *a: ran.append(1) or padded(*a))
+    yield request.param
+    assert bool(ran) == (request.param == 'padded'), f'the {request.param} path did not run'
+
+
 @pytest.mark.parametrize('case', sorted(CASES))
-def test_torch_backend_matches_reference(case):
+def test_torch_backend_matches_reference(case, torch_path):
     check_backend('torch', case, torch.float32)
 
 
 @pytest.mark.parametrize('case', ['empty_and_single', 'many_windows'])
-def test_torch_backend_fp16(case):
+def test_torch_backend_fp16(case, torch_path):
     check_backend('torch', case, torch.float16)
+
+
+def test_torch_backend_padded_budget():
+    """The padded path runs on the CPU while the padded (M, L, H, D) tensor fits the budget, the
+    chunked one above it (and always on CUDA, where reading L would sync with the host)."""
+    qkv, cu_seqlens, _ = make_inputs('long_window')  # M 3, L 70, H 1, D 16
+    q = qkv.detach()[:, 0]
+    assert chunked_mod._padded_length(q, cu_seqlens, 3 * 70 * 16) == 70
+    assert chunked_mod._padded_length(q, cu_seqlens, 3 * 70 * 16 - 1) is None
+    assert chunked_mod._padded_length(q, cu_seqlens, 0) is None
+    assert chunked_mod._padded_length(cuda_like(*q.shape), cu_seqlens, 1 << 30) is None
 
 
 def test_torch_backend_chunking_invariant():
@@ -97,7 +122,8 @@ def test_torch_backend_chunking_invariant():
     ref_out, ref_dqkv = run(sla_reference, *inputs)
     ref_out = ref_out.detach()
     for chunk_elems in (1, 3 * 2 * 32 * 32):
-        out, dqkv = run(lambda *a: sla_chunked(*a, chunk_elems=chunk_elems), *inputs)
+        out, dqkv = run(lambda *a: sla_chunked(*a, chunk_elems=chunk_elems, pad_elems=0),
+                        *inputs)
         assert_matches(f'chunk_elems {chunk_elems}', (out, dqkv), (ref_out, ref_dqkv),
                        torch.float32)
 

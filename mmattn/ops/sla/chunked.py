@@ -1,5 +1,10 @@
 """Scattered linear attention, memory-bounded PyTorch: rows in chunks, recompute in backward.
 
+On the CPU, when every window padded to the longest one fits in ``pad_elems`` elements, the same
+math runs on windows padded to ``(M, L, H, D)`` with batched matmuls instead (plain autograd; no
+per-row ``D x D`` products; reading ``L`` is a host sync, free on the CPU, so CUDA tensors always
+take the chunked path).
+
 Same math as :func:`~mmattn.ops.sla.reference.sla_reference`, but the per-row outer products
 ``relu(k_j)^T v_j`` (and the gathered per-row window states) only ever exist for one chunk of rows
 at a time: ``(chunk, H, D, D)`` with ``chunk * H * D * D <= chunk_elems``, never the full
@@ -19,6 +24,8 @@ from .reference import acc_dtype, window_ids
 
 # Default budget for one chunk's outer products, in elements (8 MiB in fp32).
 CHUNK_ELEMS = 1 << 21
+# Default budget for one padded (M, L, H, D) tensor on the CPU, in elements (32 MiB in fp32).
+PAD_ELEMS = 1 << 23
 
 
 def _empty(shape, dtype: torch.dtype, device: torch.device) -> Tensor:
@@ -111,12 +118,49 @@ class _ChunkedSLA(torch.autograd.Function):
 _AUTOCAST_FUNCTIONS = {d: autocast_function(_ChunkedSLA, d) for d in ('cpu', 'cuda')}
 
 
+def _padded_length(q: Tensor, cu_seqlens: Tensor, pad_elems: int) -> Optional[int]:
+    """The longest window's length ``L`` when the padded path may run these tensors, else None."""
+    if q.device.type != 'cpu' or pad_elems <= 0 or torch.compiler.is_compiling():
+        return None
+    m = cu_seqlens.numel() - 1
+    longest = int((cu_seqlens[1:] - cu_seqlens[:-1]).max()) if m > 0 else 0
+    n, h, d = q.shape
+    return longest if m * max(longest, 1) * h * d <= pad_elems else None
+
+
+def _sla_padded(q: Tensor, k: Tensor, v: Tensor, cu_seqlens: Tensor, eps: float,
+                longest: int) -> Tensor:
+    """Windows zero-padded to ``(H, M, L, D)`` (relu(0) = 0 adds nothing to a state); one matmul
+    gives ``[S | z]`` per window, one more ``[relu(q) S | relu(q) . z]`` per row."""
+    n, h, d = q.shape
+    m, acc = cu_seqlens.numel() - 1, acc_dtype(q.dtype)
+    win = window_ids(cu_seqlens, n)
+    slot = win * longest + (torch.arange(n, device=q.device) - cu_seqlens[win].long())
+
+    def pad(x: Tensor) -> Tensor:  # (N, H, D) -> (H, M, L, D)
+        return x.new_zeros(h, m * longest, d).index_copy(1, slot, x.transpose(0, 1)).view(
+            h, m, longest, d)
+
+    with torch.autocast(q.device.type, enabled=False):
+        qp, kp, vp = pad(torch.relu(q.to(acc))), pad(torch.relu(k.to(acc))), pad(v.to(acc))
+        ones = vp.new_ones(1, 1, 1, 1).expand(h, m, longest, 1)
+        state = kp.transpose(-1, -2) @ torch.cat([vp, ones], -1)  # (H, M, D, D + 1)
+        res = qp @ state  # (H, M, L, D + 1)
+        out = res[..., :d] / (res[..., d:] + eps)
+        out = out.reshape(h, m * longest, d).index_select(1, slot).transpose(0, 1)
+    return out.to(q.dtype)
+
+
 def sla_chunked(q: Tensor, k: Tensor, v: Tensor, cu_seqlens: Tensor, eps: float = 1e-6,
-                chunk_elems: int = CHUNK_ELEMS) -> Tensor:
+                chunk_elems: int = CHUNK_ELEMS, pad_elems: Optional[int] = None) -> Tensor:
     """Memory-bounded SLA; arguments and result as :func:`~mmattn.ops.sla.reference.sla_reference`.
 
     ``chunk_elems`` bounds the per-row outer products materialised at once (rows per chunk =
-    ``chunk_elems // (H * D * D)``, at least 1).
+    ``chunk_elems // (H * D * D)``, at least 1). ``pad_elems``: budget of the padded CPU path
+    (default :data:`PAD_ELEMS`; 0: always chunked).
     """
+    longest = _padded_length(q, cu_seqlens, PAD_ELEMS if pad_elems is None else pad_elems)
+    if longest is not None:
+        return _sla_padded(q, k, v, cu_seqlens, eps, longest)
     fn = _AUTOCAST_FUNCTIONS.get(q.device.type, _ChunkedSLA)
     return fn.apply(q, k, v, cu_seqlens, eps, chunk_elems)
