@@ -33,6 +33,29 @@ def _fx(name):
     return load_fixture(name)
 
 
+def with_cp_step_equals_plain(cls, arch: dict, **kwargs) -> nn.Module:
+    """One training step of ``cls(arch, **kwargs)`` on an odd-sized batch (padded windows) with
+    drop path on, with and without ``with_cp``, from the same weights and random draws: outputs
+    and every gradient equal (<= 1e-6 relative). Returns the checkpointed model (gradients set)."""
+    x = torch.randn(2, 3, 70, 90, generator=torch.Generator().manual_seed(0))
+    runs = []
+    for with_cp in (False, True):
+        torch.manual_seed(0)
+        model = cls(arch, with_cp=with_cp, drop_path_rate=0.1, **kwargs).train()
+        torch.manual_seed(1)  # the same drop-path draws in both runs
+        outs = model(x)
+        sum(o.mean() for o in outs).backward()
+        runs.append((model, [o.detach() for o in outs]))
+    (plain, out0), (ckpt, out1) = runs
+    assert max_rel_error(out1, out0) <= 1e-6
+    grads0 = {n: p.grad for n, p in plain.named_parameters() if p.grad is not None}
+    grads1 = {n: p.grad for n, p in ckpt.named_parameters() if p.grad is not None}
+    assert grads0 and grads1.keys() == grads0.keys()
+    err = max_rel_error(list(grads1.values()), list(grads0.values()))
+    assert err <= 1e-6, err
+    return ckpt
+
+
 # --------------------------------------------------------------------------------------------
 # official state_dict layouts, derived from the spec (checked against the tiny fixtures)
 # --------------------------------------------------------------------------------------------

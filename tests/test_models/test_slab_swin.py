@@ -19,7 +19,7 @@ from swin_family_common import (  # noqa: F401  (shared tests, run for this fami
     test_classifier_trunk_parity, test_small_base_official_layout_loads_and_runs,
     test_small_base_use_only_tiny_block_kinds, test_init_cfg_loads_official_checkpoints,
     test_converter_script, test_converter_refuses_empty_and_other_models)
-from swin_family_common import REPO, _fx
+from swin_family_common import REPO, _fx, with_cp_step_equals_plain
 
 
 @pytest.fixture
@@ -179,10 +179,8 @@ def test_slab_norm_eval_and_frozen_stages():
 
 
 def test_training_step_runs_with_checkpointing():
-    slab = SLABSwinTransformer(dict(embed_dims=32, depths=(1, 2, 1, 1), num_heads=(1, 2, 4, 8)),
-                               with_cp=True).train()
-    outs = slab(torch.randn(2, 3, 70, 90))
-    sum(o.mean() for o in outs).backward()
+    slab = with_cp_step_equals_plain(
+        SLABSwinTransformer, dict(embed_dims=32, depths=(1, 2, 1, 1), num_heads=(1, 2, 4, 8)))
     assert slab.layers[1].blocks[1].attn.positional_encoding.grad is not None
 
 

@@ -24,12 +24,25 @@ def test_unknown_type_names_the_key_and_scope():
 
 
 def test_mmdet_component_built_from_inside_mmattn_scope():
-    """mmattn modules may build mmdet/mmcv pieces (losses, norms) under default_scope='mmdet'."""
+    """mmattn modules may build mmdet/mmcv pieces (losses, norms) under default_scope='mmdet';
+    an mmattn module that builds mmdet's losses itself (BVR's keypoint head) gets them whatever
+    the current scope, mmattn's own included (where mmdet's names are not visible)."""
+    from mmdet.models.losses import FocalLoss, GaussianFocalLoss, SmoothL1Loss
     from mmdet.registry import MODELS as DET_MODELS
+
+    from mmattn.models.heads.bvr import BVRKeypointHead
     with DefaultScope.overwrite_default_scope('mmdet'):
         loss = DET_MODELS.build(dict(type='FocalLoss', use_sigmoid=True))
     out = loss(torch.zeros(4, 3), torch.tensor([0, 1, 2, 3]))
     assert out.ndim == 0
+    with DefaultScope.overwrite_default_scope('mmattn'):
+        with pytest.raises(KeyError, match='FocalLoss'):
+            MODELS.build(dict(type='FocalLoss', use_sigmoid=True))
+        head = BVRKeypointHead(num_classes=3, in_channels=8, feat_channels=8, stacked_convs=1)
+        custom = BVRKeypointHead(num_classes=3, in_channels=8, feat_channels=8, stacked_convs=1,
+                                 loss_cls=dict(type='FocalLoss', use_sigmoid=True))
+    assert type(head.loss_cls) is GaussianFocalLoss and type(head.loss_offset) is SmoothL1Loss
+    assert type(custom.loss_cls) is FocalLoss
 
 
 LAZY_PROBE = r'''
