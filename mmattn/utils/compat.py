@@ -11,6 +11,12 @@ is broken, applies only then, and logs once that it did; ``APPLIED`` lists those
   ``CityscapesMetric`` and mmdet's Cityscapes metric run. Probe: numpy has no ``in1d``. Patched,
   those two cityscapesscripts modules (when imported) see a numpy namespace with ``in1d`` (``isin``
   of the flattened input, numpy's own definition); numpy itself is left alone.
+* ``onecycle_state`` -- mmengine 0.10.7's ``OneCycleParamScheduler`` keeps its annealing function
+  as a bound method in ``__dict__``, which ``state_dict()`` returns whole: every checkpoint of a
+  one-cycle run (the ScatterFormer configs) then pickles the scheduler object itself (and its
+  optimizer), which a ``weights_only=True`` load refuses, so ``--resume`` fails. Probe: the
+  state of a one-cycle scheduler holds a callable. Patched, ``state_dict()`` leaves out
+  ``anneal_func``, which ``__init__`` sets from ``anneal_strategy`` (a string that is kept).
 
 Not a compatibility patch but applied with them: :func:`mmattn.utils.checkpoint.use_safe_loader`
 makes mmengine read checkpoints with ``weights_only=True`` (see that module).
@@ -141,9 +147,33 @@ def _patch_cityscapes_in1d() -> bool:
     return True
 
 
+def _onecycle_state_has_callable() -> bool:
+    from mmengine.optim.scheduler.param_scheduler import OneCycleParamScheduler
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+    sched = OneCycleParamScheduler(opt, 'lr', eta_max=0.1, total_steps=2)
+    return any(callable(v) for v in sched.state_dict().values())
+
+
+def _patch_onecycle_state() -> bool:
+    if not _onecycle_state_has_callable():
+        return False
+    from mmengine.optim.scheduler.param_scheduler import OneCycleParamScheduler
+    original = OneCycleParamScheduler.state_dict
+    ORIGINALS['mmengine.optim.OneCycleParamScheduler.state_dict'] = original
+
+    def state_dict(self) -> dict:
+        return {k: v for k, v in original(self).items() if k != 'anneal_func'}
+
+    OneCycleParamScheduler.state_dict = state_dict
+    _log_once('onecycle_state', 'OneCycleParamScheduler.state_dict() held its annealing method '
+              '(a pickled scheduler in every checkpoint); it is left out (rebuilt by __init__)')
+    return True
+
+
 _PATCHES: Dict[str, Callable[[], bool]] = {
     'cpu_distributed': _patch_cpu_distributed,
     'cityscapes_in1d': _patch_cityscapes_in1d,
+    'onecycle_state': _patch_onecycle_state,
 }
 _probed: List[str] = []
 

@@ -17,11 +17,12 @@ ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 def test_patches_are_probed_once():
     applied = compat.apply_all()
-    assert set(applied) <= {'cpu_distributed', 'cityscapes_in1d'}
+    assert set(applied) <= {'cpu_distributed', 'cityscapes_in1d', 'onecycle_state'}
     assert compat.apply_all() == applied == compat.APPLIED  # idempotent
-    # on this stack (no GPU, numpy 2.4) both targets are broken
+    # on this stack (no GPU, numpy 2.4, mmengine 0.10.7) every target is broken
     assert ('cpu_distributed' in applied) == compat.cpu_distributed_needed()
     assert ('cityscapes_in1d' in applied) == (getattr(np, 'in1d', None) is None)
+    assert 'onecycle_state' in applied
 
 
 def test_each_applied_patch_is_logged_once():
@@ -52,6 +53,7 @@ def test_cityscapes_pixel_accuracy(tmp_path, monkeypatch):
     """cityscapesscripts' evaluatePair (what mmseg's CityscapesMetric runs) with the pixel
     accuracy switched on, as mmseg does: fails on plain numpy 2.4, works patched."""
     import cityscapesscripts.evaluation.evalPixelLevelSemanticLabeling as cs_eval
+    mmattn.setup_openmmlab()  # as importing mmengine.runner does (this test may run alone)
     assert 'cityscapes_in1d' in compat.APPLIED
     gt = np.full((4, 6), 7)  # road
     gt[0, :] = 0  # unlabeled: ignored in eval
@@ -83,6 +85,8 @@ def test_cityscapes_pixel_accuracy(tmp_path, monkeypatch):
 @pytest.mark.skipif(hasattr(np, 'in1d'), reason='this numpy still has in1d: nothing to patch')
 def test_cityscapes_instance_level_module_is_patched_too():
     import cityscapesscripts.evaluation.evalInstanceLevelSemanticLabeling as cs_inst
+    mmattn.setup_openmmlab()  # as importing mmengine.runner does (this test may run alone)
+    assert 'cityscapes_in1d' in compat.APPLIED
     a = np.array([[1, 5], [7, 2]])
     assert cs_inst.np.in1d(a, [2, 7]).tolist() == [False, False, True, True]
     assert cs_inst.np.in1d(a, [2, 7], invert=True).tolist() == [True, True, False, False]
@@ -122,3 +126,38 @@ def test_cpu_distributed_init(monkeypatch):
         assert torch.distributed.get_world_size() == 1
     finally:
         torch.distributed.destroy_process_group()
+
+
+def test_onecycle_scheduler_state_loads_with_weights_only(tmp_path):
+    """A one-cycle scheduler's state (in every checkpoint of a ScatterFormer run): unpatched it
+    pickles the scheduler object, which mmattn's weights_only loader refuses; patched it is plain
+    values, loads, and the restored scheduler continues with the same learning rates."""
+    from mmengine.optim.scheduler.param_scheduler import OneCycleParamScheduler
+
+    from mmattn.utils.checkpoint import CheckpointError, load_file
+
+    def scheduler():
+        opt = torch.optim.AdamW([torch.zeros(2, requires_grad=True)], lr=1e-3)
+        return opt, OneCycleParamScheduler(opt, 'lr', eta_max=6e-3, total_steps=20,
+                                           anneal_strategy='cos')
+
+    assert 'onecycle_state' in compat.APPLIED
+    opt, sched = scheduler()
+    for _ in range(5):
+        opt.step()
+        sched.step()
+    old = compat.ORIGINALS['mmengine.optim.OneCycleParamScheduler.state_dict'](sched)
+    torch.save({'param_schedulers': [old]}, tmp_path / 'old.pth')
+    with pytest.raises(CheckpointError, match='OneCycleParamScheduler'):
+        load_file(str(tmp_path / 'old.pth'))
+    torch.save({'param_schedulers': [sched.state_dict()]}, tmp_path / 'new.pth')
+    state = load_file(str(tmp_path / 'new.pth'))['param_schedulers'][0]
+    opt2, sched2 = scheduler()
+    sched2.load_state_dict(state)
+    opt2.load_state_dict(opt.state_dict())
+    for _ in range(5):
+        opt.step()
+        sched.step()
+        opt2.step()
+        sched2.step()
+        assert opt2.param_groups[0]['lr'] == opt.param_groups[0]['lr']
