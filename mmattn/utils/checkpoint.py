@@ -168,13 +168,13 @@ def _load_local(filename: str, map_location=None) -> Any:
 
 # ------------------------------------------------------------------------------ containers, prefix
 def unwrap_state_dict(checkpoint: Any, filename: str = '<checkpoint>') -> StateDict:
-    """The tensors of a checkpoint: ``state_dict`` / ``model`` / ``module`` containers unwrapped
-    once and a DataParallel ``module.`` prefix removed."""
+    """The tensors of a checkpoint: ``state_dict`` / ``model`` / ``module`` / ``model_state``
+    (OpenPCDet) containers unwrapped once and a DataParallel ``module.`` prefix removed."""
     if not isinstance(checkpoint, Mapping):
         raise CheckpointError(f'{filename}: expected a dict checkpoint, got '
                               f'{type(checkpoint).__name__}')
     sd = checkpoint
-    for key in ('state_dict', 'model', 'module'):
+    for key in ('state_dict', 'model', 'module', 'model_state'):
         if isinstance(sd.get(key), Mapping):
             sd = sd[key]
             break
@@ -241,6 +241,7 @@ FAMILY_MODULES: Dict[str, str] = {
     'bvr': 'mmattn.models.heads.bvr',
     'sdanet': 'mmattn.models.necks.sda',
     'scatterformer': 'mmattn.models.backbones.scatterformer',
+    'scatterformer_pcdet': 'mmattn.models.backbones.scatterformer',
 }
 
 

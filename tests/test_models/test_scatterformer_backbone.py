@@ -122,11 +122,11 @@ def test_pillar_pool_pairs_by_coordinates():
     out2, pillars2 = pool(sp.permute(perm))
     assert torch.equal(pillars, pillars2)
     torch.testing.assert_close(out, out2)
-    # one pillar by hand: max query, keys with z embedding, masked empty slots
+    # one pillar by hand: max(0, column max) query, keys with z embedding, masked empty slots
     p = 3
     members = ((sp.coords[:, 2] == pillars[p, 1]) & (sp.coords[:, 3] == pillars[p, 2])).nonzero()[:, 0]
     f, zs = sp.features[members], sp.coords[members, 1]
-    q = f.max(0).values
+    q = f.max(0).values.clamp(min=0)  # the official spconv max pool starts from 0
     mha = pool.attn
     wq, wk, wv = mha.in_proj_weight.chunk(3)
     bq, bk, bv = mha.in_proj_bias.chunk(3)

@@ -25,7 +25,7 @@ through :func:`mmattn.ops.sla.scattered_linear_attention`.
 """
 import re
 from collections import OrderedDict
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -37,7 +37,7 @@ from mmattn.models.layers.sla_layer import SLALayer
 from mmattn.ops.sla import cu_seqlens_from_counts
 from mmattn.ops.sparse_conv import SparseConv3d, SparseVoxels, SubMConv3d, SubMDepthwiseConv3d
 from mmattn.registry import MODELS
-from mmattn.utils.checkpoint import register_family, strip_prefix
+from mmattn.utils.checkpoint import CheckpointError, register_family, strip_prefix
 from .base import BackboneMixin
 
 __all__ = ['ScatterFormerBackbone', 'ScatterFormerMiddleEncoder', 'DynamicPFNVFE',
@@ -284,7 +284,8 @@ class ScatterFormerStage(nn.Module):
 class AttnPillarPool(nn.Module):
     """Voxels of each (b, y, x) column -> one pillar feature by attention.
 
-    Query: the max over the column's active voxels; keys/values: the column's voxels at their z
+    Query: the max over the column's active voxels and 0 (the official query is spconv's
+    ``SparseMaxPool3d``, whose max starts from 0 on CPU and GPU); keys/values: the column's voxels at their z
     slot (``[num_pillars, P, C]``, empty slots masked), with a learned z embedding added to the keys
     only; ``LayerNorm(MHA(query) + query)``. Queries and columns are paired by coordinates (the
     official code relies on spconv's output order, which spconv 2.x does not guarantee).
@@ -309,7 +310,7 @@ class AttnPillarPool(nn.Module):
             return x.features.new_zeros(0, x.features.shape[1]), col
         pillars, inv = torch.unique(col, dim=0, return_inverse=True)
         num = pillars.shape[0]
-        query = scatter_max(x.features, inv, num)
+        query = scatter_max(x.features, inv, num).clamp(min=0)
         kv = x.features.new_zeros(num, self.pillar_size, x.features.shape[1])
         kv = kv.index_put((inv, c[:, 1]), x.features)
         pad = torch.ones(num, self.pillar_size, dtype=torch.bool, device=c.device)
@@ -483,3 +484,113 @@ def scatterformer_filter_fn(state_dict: Dict[str, Tensor], prefix: str = '',
 
 
 register_family('scatterformer', scatterformer_filter_fn, 'bbox_head.shared_conv.conv.weight')
+
+
+# OpenPCDet (official) module paths -> the slot layout.
+_PCDET_LAYER = {'norm_layers': 'norm', 'attn_layers': 'attn', 'cffn_layers': 'cwi_ffn'}
+_PCDET_RULES: List[Tuple['re.Pattern', Callable[['re.Match'], str]]] = [
+    (re.compile(a), b) for a, b in (
+        (r'vfe\.pfn_layers\.(\d+)\.linear\.(.+)', lambda m: m.expand(
+            r'voxel_encoder.vfe_layers.\1.0.\2')),
+        (r'vfe\.pfn_layers\.(\d+)\.norm\.(.+)', lambda m: m.expand(
+            r'voxel_encoder.vfe_layers.\1.1.\2')),
+        (r'backbone_3d\.cpe\.0\.0\.(.+)', lambda m: m.expand(r'middle_encoder.cpe.conv_in.\1')),
+        (r'backbone_3d\.cpe\.0\.1\.(.+)', lambda m: m.expand(r'middle_encoder.cpe.bn_in.\1')),
+        (r'backbone_3d\.cpe\.([123])\.(.+)',  # the three SparseBasicBlocks
+         lambda m: f'middle_encoder.cpe.blocks.{int(m[1]) - 1}.{m[2]}'),
+        (r'backbone_3d\.cpe\.4\.0\.(.+)', lambda m: m.expand(r'middle_encoder.cpe.conv_out.\1')),
+        (r'backbone_3d\.cpe\.4\.1\.(.+)', lambda m: m.expand(r'middle_encoder.cpe.bn_out.\1')),
+        (r'backbone_3d\.stage(\d)\.0\.(norm_layers|attn_layers|cffn_layers)\.(\d+)\.(.+)',
+         lambda m: f'middle_encoder.stages.{int(m[1]) - 1}.layers.{m[3]}.'
+                   f'{_PCDET_LAYER[m[2]]}.{m[4]}'),
+        (r'backbone_3d\.stage(\d)\.1\.(.+)',  # the BatchNorm closing each stage
+         lambda m: f'middle_encoder.stages.{int(m[1]) - 1}.norm.{m[2]}'),
+        (r'backbone_3d\.stage1\.2\.(.+)', lambda m: m.expand(r'middle_encoder.downs.0.\1')),
+        (r'backbone_3d\.app\.pos_embedding\.(.+)', lambda m: m.expand(
+            r'middle_encoder.pool.z_embed.\1')),
+        (r'backbone_3d\.app\.self_attn\.(.+)', lambda m: m.expand(r'middle_encoder.pool.attn.\1')),
+        (r'backbone_3d\.app\.norm\.(.+)', lambda m: m.expand(r'middle_encoder.pool.norm.\1')),
+        (r'backbone_2d\.layers\.(\d+)\.encoder\.(\d+\.\d+)\.downsample_layer\.(.+)',
+         lambda m: m.expand(r'backbone.layers.\1.layers.\2.downsample.\3')),
+        (r'backbone_2d\.layers\.(\d+)\.encoder\.(.+)', lambda m: m.expand(
+            r'backbone.layers.\1.layers.\2')),
+        (r'backbone_2d\.layers\.(\d+)\.decoder\.(.+)', lambda m: m.expand(
+            r'backbone.layers.\1.upsample_layers.\2')),
+        (r'backbone_2d\.layers\.(\d+)\.decoder_norm\.(.+)', lambda m: m.expand(
+            r'backbone.layers.\1.norms.\2')),
+    )]
+
+
+def _pcdet_key(key: str) -> Optional[str]:
+    """One official key in the slot layout, or ``None`` (no counterpart: the dense head)."""
+    for pattern, target in _PCDET_RULES:
+        m = pattern.fullmatch(key)
+        if m is not None:
+            return target(m)
+    return None
+
+
+def scatterformer_pcdet_filter_fn(state_dict: Dict[str, Tensor], prefix: str = '',
+                                  model: Optional[nn.Module] = None
+                                  ) -> 'OrderedDict[str, Tensor]':
+    """An official (OpenPCDet) ScatterFormer state_dict -- the ``model_state`` of its
+    checkpoints -- in the slot layout of :class:`~mmattn.models.detectors.ScatterFormer`::
+
+        vfe.pfn_layers.{i}.{linear,norm}.*   -> voxel_encoder.vfe_layers.{i}.{0,1}.*
+        backbone_3d.cpe.{0,1-3,4}.*           -> middle_encoder.cpe.{conv_in/bn_in,
+                                                 blocks.{0-2}, conv_out/bn_out}.*
+        backbone_3d.stage{k}.0.{norm,attn,cffn}_layers.{i}.*
+                                              -> middle_encoder.stages.{k-1}.layers.{i}.
+                                                 {norm,attn,cwi_ffn}.*
+        backbone_3d.stage{k}.1.*, stage1.2.*  -> middle_encoder.stages.{k-1}.norm.*, downs.0.*
+        backbone_3d.app.{pos_embedding,self_attn,norm}.*
+                                              -> middle_encoder.pool.{z_embed,attn,norm}.*
+        backbone_2d.layers.{i}.{encoder,decoder,decoder_norm}.* (DED)
+                                              -> backbone.layers.{i}.{layers,upsample_layers,
+                                                 norms}.*
+
+    Weights keep their layout (spconv's ``[C_out, kz, ky, kx, C_in]``, depthwise
+    ``[kz, ky, kx, C]``). The dense head (``dense_head.*``, the nuScenes TransFusion head) has no
+    counterpart and is left out.
+    """
+    sd = strip_prefix(state_dict, prefix)
+    out = OrderedDict()
+    for k, v in sd.items():
+        new = _pcdet_key(k)
+        if new is not None:
+            out[new] = v
+    return out
+
+
+class ScatterFormerBackboneParts(nn.Module):
+    """``voxel_encoder`` + ``middle_encoder`` (+ ``backbone``, the DED) of the detector, sized
+    from an official state_dict (converter check)."""
+
+    def __init__(self, sd: Dict[str, Tensor]) -> None:
+        super().__init__()
+        from mmattn.models.necks.ded import CascadeDEDBackbone
+        try:
+            w_in = sd['middle_encoder.cpe.conv_in.weight']  # [dim, 3, 3, 3, C_vfe]
+            pfn = [sd[f'voxel_encoder.vfe_layers.{i}.0.weight']
+                   for i in range(sum(k.endswith('.0.weight') and k.startswith('voxel_encoder.')
+                                      for k in sd))]
+            conv_h = sd['middle_encoder.stages.0.layers.0.cwi_ffn.conv_h.weight']  # [1, 1, W+1, c]
+            pillar = sd['middle_encoder.pool.z_embed.weight'].shape[0]
+        except KeyError as e:
+            raise CheckpointError(f'no ScatterFormer backbone key {e}') from None
+        dim = w_in.shape[0]
+        depths = tuple(1 + max(int(k.split('.')[4]) for k in sd
+                               if k.startswith(f'middle_encoder.stages.{s}.layers.'))
+                       for s in range(1 + max(int(k.split('.')[2]) for k in sd
+                                              if k.startswith('middle_encoder.stages.'))))
+        self.voxel_encoder = DynamicPFNVFE(pfn[0].shape[1] - 6, [p.shape[0] for p in pfn])
+        self.middle_encoder = ScatterFormerMiddleEncoder(  # 4 heads: fixed in the official code
+            in_channels=w_in.shape[-1], sparse_shape=(4 * pillar + 1, 8, 8), dim=dim,
+            num_heads=4, depths=depths, win_size=conv_h.shape[2] - 1)
+        ded = sorted({int(k.split('.')[2]) for k in sd if k.startswith('backbone.layers.')})
+        if ded:
+            self.backbone = CascadeDEDBackbone(dim, num_layers=len(ded), out_channels=dim)
+
+
+register_family('scatterformer_pcdet', scatterformer_pcdet_filter_fn, 'backbone_3d.cpe.0.0.weight',
+                model_from_state_dict=ScatterFormerBackboneParts)
