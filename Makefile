@@ -1,7 +1,7 @@
 # mmattn's two commands (see README):  make demo   — the main job;  make test — the test suite.
 # Both create .venv and install the pinned stack first (tools/setup_env.sh; idempotent).
 PY := .venv/bin/python
-DEMO_CONFIG ?= configs/sample/fcos_r18_fpn_sample-coco.py
+DEMO_CONFIG ?= configs/sample/fcos_poolformer-s12-half_fpn_sample-coco.py
 DEMO_WORK_DIR ?= work_dirs/demo
 PYTEST_ARGS ?=
 
@@ -17,7 +17,7 @@ test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: setup
-	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not slow and not heavy" $(PYTEST_ARGS)
 
 data: setup
 	$(PY) tools/data/make_sample_data.py --out data
