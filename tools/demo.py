@@ -126,8 +126,8 @@ def run_3d(args: argparse.Namespace) -> None:
         check_checkpoint(model, args.weights)
     load = cfg.test_dataloader.dataset.pipeline[0]
     load_dim = load.get('load_dim', 6)
-    pcr = getattr(model.backbone, 'vfe', None)
-    pcr = pcr.point_cloud_range if pcr is not None else cfg.get('point_cloud_range')
+    vfe = getattr(model, 'voxel_encoder', None) or getattr(model.backbone, 'vfe', None)
+    pcr = vfe.point_cloud_range if vfe is not None else cfg.get('point_cloud_range')
     classes = model.dataset_meta.get('classes') if getattr(model, 'dataset_meta', None) else \
         cfg.get('class_names')
     gt = gt_boxes_by_file(args.ann_file) if args.ann_file else {}

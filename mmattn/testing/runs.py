@@ -28,3 +28,16 @@ def short_run_config(path: str, work_dir: str, iters: int = 2, num_train: int = 
     cfg.default_hooks.logger = dict(type='LoggerHook', interval=1, log_metric_by_epoch=False)
     cfg.log_processor = dict(by_epoch=False)
     return cfg
+
+
+def one_cycle_schedule(lr: float, iters: int) -> list:
+    """OpenPCDet's ``adam_onecycle`` (the ScatterFormer configs' schedule) over ``iters``
+    iterations: lr cosine up from lr / 100 for 10 %, then down; beta1 0.95 -> 0.85 -> 0.95."""
+    warm = max(1, iters // 10)
+    return [
+        dict(type='OneCycleLR', eta_max=lr, pct_start=0.1, anneal_strategy='cos',
+             div_factor=100., final_div_factor=1e4, by_epoch=False, begin=0, end=iters),
+        dict(type='CosineAnnealingMomentum', T_max=warm, eta_min=0.85, by_epoch=False,
+             begin=0, end=warm),
+        dict(type='CosineAnnealingMomentum', T_max=iters - warm, eta_min=0.95, by_epoch=False,
+             begin=warm, end=iters)]

@@ -1,5 +1,7 @@
-"""ScatterFormer end to end on the bundled Waymo sample: training lowers the loss, tools/test.py
-evaluates with the Waymo metric and draws BEV PNGs, tools/demo.py draws a point file."""
+"""ScatterFormer end to end on the bundled Waymo sample: a short run of the sample config (all 16
+training frames, GT sampling, the one-cycle schedule over ITERS iterations) lowers the loss and
+detects on the 6 validation frames (non-zero L1 AP); tools/test.py evaluates with the Waymo metric
+and draws BEV PNGs, tools/demo.py draws a point file."""
 import glob
 import os.path as osp
 
@@ -8,36 +10,49 @@ import numpy as np
 import pytest
 
 import mmattn  # noqa: F401
+from mmattn.testing.runs import one_cycle_schedule
 from mmattn.utils.runner import build_runner
 
 from ._utils import LIDAR_CONFIG, ROOT, data_options, iter_config, run_tool
 
 pytestmark = pytest.mark.slow
-ITERS = 16
+ITERS = 120
 
 
 @pytest.fixture(scope='module')
 def trained(tmp_path_factory):
-    """16 iterations on 4 training frames (batch 2, augmentation on), constant lr 2e-3."""
+    """ITERS iterations on the 16 training frames (batch 2, GT sampling and augmentation on, the
+    sample config's one-cycle schedule compressed to ITERS), then validation on the 6 val frames."""
     work = str(tmp_path_factory.mktemp('scatterformer'))
-    cfg = iter_config(LIDAR_CONFIG, work, ITERS, num_train=4, batch_size=2)
-    cfg.optim_wrapper.optimizer.lr = 2e-3
+    cfg = iter_config(LIDAR_CONFIG, work, ITERS, num_train=16, num_val=6, batch_size=2)
+    cfg.param_scheduler = one_cycle_schedule(cfg.optim_wrapper.optimizer.lr, ITERS)
     cfg.default_hooks.checkpoint = dict(type='CheckpointHook', by_epoch=False, interval=ITERS)
     runner = build_runner(cfg)
     runner.train()
     losses = np.array(runner.message_hub.get_scalar('train/loss').data[0])
-    return work, losses
+    metrics = {k: runner.message_hub.get_scalar(f'val/{k}').current()
+               for k in ('Waymo/Car/L1 AP', 'Waymo/Pedestrian/L1 AP', 'Waymo/Cyclist/L1 AP')}
+    return work, losses, metrics
 
 
 def test_training_lowers_the_loss(trained):
-    _, losses = trained
+    _, losses, _ = trained
     assert len(losses) == ITERS and np.isfinite(losses).all()
     first, last = losses[:4].mean(), losses[-4:].mean()
-    assert last < 0.8 * first, f'loss went from {first:.3f} to {last:.3f}'
+    assert last < 0.6 * first, f'loss went from {first:.3f} to {last:.3f}'
+
+
+def test_short_run_detects_on_the_val_split(trained):
+    """Non-zero AP on frames the model never saw (the cause of the old 0 AP and the long run's
+    numbers: configs/scatterformer/README.md)."""
+    _, _, metrics = trained
+    # measured (1 thread, 2026-11-30): pedestrian L1 AP 0.36, cyclist 0.03, car 0 (cars are found
+    # but a box needs 3D IoU 0.7: the README's long run)
+    assert metrics['Waymo/Pedestrian/L1 AP'] > 0.1, metrics
 
 
 def test_test_tool_reports_waymo_metrics_and_draws(trained, tmp_path):
-    work, _ = trained
+    work, _, _ = trained
     show = str(tmp_path / 'show')
     res = run_tool(['tools/test.py', LIDAR_CONFIG, osp.join(work, f'iter_{ITERS}.pth'),
                     '--work-dir', str(tmp_path), '--show-dir', show, '--score-thr', '0.1',
@@ -57,7 +72,7 @@ def _limegreen_pixels(png: str) -> int:
 
 
 def test_demo_draws_bev_png_with_ground_truth(trained, tmp_path):
-    work, _ = trained
+    work, _, _ = trained
     point_file = sorted(glob.glob(osp.join(
         ROOT, 'data/waymo_sample/kitti_format/training/velodyne/1*.bin')))[0]
     stem = osp.splitext(osp.basename(point_file))[0]

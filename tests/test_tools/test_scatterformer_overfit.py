@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import mmattn  # noqa: F401
-from mmattn.testing.runs import short_run_config
+from mmattn.testing.runs import one_cycle_schedule, short_run_config
 from mmattn.utils.runner import build_runner
 
 from ._utils import LIDAR_CONFIG
@@ -18,7 +18,9 @@ from ._utils import LIDAR_CONFIG
 # the slow tests, hence out of the default run (pytest -m heavy runs it)
 pytestmark = [pytest.mark.slow, pytest.mark.heavy]
 ITERS = 40
+# the model of the measured run: the sample config's width, 3 SLA layers per stage
 NARROW = {'model.middle_encoder.dim': 64, 'model.middle_encoder.num_heads': 2,
+          'model.middle_encoder.depths': (3, 3),
           'model.backbone.in_channels': 64, 'model.backbone.out_channels': 64,
           'model.backbone.num_layers': 1, 'model.bbox_head.in_channels': 64}
 
@@ -28,16 +30,10 @@ def test_two_frames_are_learned_and_detected(tmp_path):
                            validate=False, options=NARROW)
     cfg.train_dataloader.dataset.pipeline = [
         t for t in cfg.train_dataloader.dataset.pipeline
-        if t['type'] not in ('RandomFlip3D', 'GlobalRotScaleTrans', 'PointShuffle')]
+        if t['type'] not in ('ObjectSample', 'RandomFlip3D', 'GlobalRotScaleTrans',
+                             'PointShuffle')]
     cfg.val_dataloader.dataset.ann_file = 'waymo_infos_train.pkl'  # the frames it trained on
-    lr = cfg.optim_wrapper.optimizer.lr
-    cfg.param_scheduler = [  # the sample config's one-cycle schedule over ITERS iterations
-        dict(type='OneCycleLR', eta_max=lr, pct_start=0.1, anneal_strategy='cos',
-             div_factor=100., final_div_factor=1e4, by_epoch=False, begin=0, end=ITERS),
-        dict(type='CosineAnnealingMomentum', T_max=ITERS // 10, eta_min=0.85, by_epoch=False,
-             begin=0, end=ITERS // 10),
-        dict(type='CosineAnnealingMomentum', T_max=ITERS - ITERS // 10, eta_min=0.95,
-             by_epoch=False, begin=ITERS // 10, end=ITERS)]
+    cfg.param_scheduler = one_cycle_schedule(cfg.optim_wrapper.optimizer.lr, ITERS)
     runner = build_runner(cfg)
     runner.train()
     losses = np.array(runner.message_hub.get_scalar('train/loss_heatmap').data[0])

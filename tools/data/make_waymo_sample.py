@@ -1,4 +1,4 @@
-"""Generate mmattn's bundled Waymo sample: deterministic, offline, numpy + pickle only.
+"""Generate mmattn's bundled Waymo sample: deterministic and offline (numpy, pickle, mmdet3d).
 
 A tiny synthetic Waymo-like dataset in OpenPCDet's on-disk layout (what ScatterFormer reads), then
 converted with ``tools/dataset_converters/openpcdet_waymo2mmattn.py`` to mmdet3d 1.4's layout (what
@@ -12,6 +12,8 @@ converted with ``tools/dataset_converters/openpcdet_waymo2mmattn.py`` to mmdet3d
         waymo_processed_data_v0_5_0_infos_{train,val}.pkl       merged frame infos
         kitti_format/training/velodyne/{a}{bbb}{ccc}.bin   float32 (N, 6), see the converter
         kitti_format/waymo_infos_{train,val}.pkl           dict(metainfo, data_list)
+        kitti_format/waymo_gt_database/*.bin, waymo_dbinfos_train.pkl   GT-sampling database
+                                                           (mmdet3d's GTDatabaseCreater)
 
 Splits: train = 2 segments x 8 frames, val = 1 segment x 6 frames. Each frame is a scene inside
 x, y in [-25.6, 25.6], z in [-2, 4] (vehicle frame, ground at z ~ 0, sensor at the origin):
@@ -420,7 +422,9 @@ def main(argv: Sequence[str] | None = None) -> Path:
     args = parser.parse_args(argv)
     root = args.out / 'waymo_sample'
     merged = make_openpcdet(root, args.seed)
-    _converter().convert(root, root / 'kitti_format', splits=tuple(SPLITS))
+    converter = _converter()
+    converter.convert(root, root / 'kitti_format', splits=tuple(SPLITS))
+    converter.create_gt_database(root / 'kitti_format')
     print(summary(root, merged))
     return root
 

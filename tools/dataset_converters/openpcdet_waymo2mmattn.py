@@ -18,6 +18,9 @@ Output (the layout of mmdet3d 1.4's ``tools/create_data.py waymo``)::
         sample_idx, timestamp, ego2global, context_name, lidar_points{lidar_path, num_pts_feats: 6}
         and instances [{bbox_3d: [x, y, z_bottom, l, w, h, yaw], bbox_label_3d, num_lidar_pts,
         difficulty, ...}].
+    <out>/waymo_gt_database/{sample_idx}_{class}_{i}.bin, <out>/waymo_dbinfos_train.pkl
+        the ground-truth database of the train split for GT sampling (``ObjectSample``), written
+        by mmdet3d's own ``GTDatabaseCreater`` (what ``tools/create_data.py waymo`` runs).
 
 Differences from mmdet3d's own Waymo converter, all deliberate (ScatterFormer's data path):
 
@@ -33,7 +36,7 @@ Differences from mmdet3d's own Waymo converter, all deliberate (ScatterFormer's 
 Usage::
 
     python tools/dataset_converters/openpcdet_waymo2mmattn.py data/waymo \
-        [--out data/waymo/kitti_format] [--splits train val]
+        [--out data/waymo/kitti_format] [--splits train val] [--no-gt-database]
 
 or, from Python, ``convert(root, out_dir, splits)``.
 """
@@ -181,6 +184,34 @@ def convert(root: str | Path, out_dir: str | Path | None = None,
             for split in splits}
 
 
+def create_gt_database(out_dir: str | Path, info_file: str = 'waymo_infos_train.pkl',
+                       prefix: str = 'waymo') -> Path:
+    """Write ``<out_dir>/<prefix>_gt_database/*.bin`` and ``<prefix>_dbinfos_train.pkl`` from the
+    converted ``info_file`` with mmdet3d's ``GTDatabaseCreater`` (shipped in mmdet3d's package data,
+    ``mmdet3d/.mim/tools/dataset_converters/create_gt_database.py``); returns the dbinfos path."""
+    import importlib.util
+
+    import mmdet3d
+    from mmdet3d.utils import register_all_modules
+    path = Path(mmdet3d.__file__).parent / '.mim' / 'tools' / 'dataset_converters' / \
+        'create_gt_database.py'
+    if not path.is_file():
+        raise FileNotFoundError(f'{path} (mmdet3d\'s GT database tool) is missing: install mmdet3d '
+                                'from a wheel or source that ships its .mim tools')
+    out_dir = Path(out_dir)
+    if not (out_dir / info_file).is_file():
+        raise FileNotFoundError(f'{out_dir / info_file}: convert the train split first')
+    spec = importlib.util.spec_from_file_location('mmdet3d_create_gt_database', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    register_all_modules(init_default_scope=False)
+    from mmengine.registry import DefaultScope
+    with DefaultScope.overwrite_default_scope('mmdet3d'):
+        module.GTDatabaseCreater('WaymoDataset', str(out_dir), prefix, info_file,
+                                 relative_path=False, with_mask=False, num_worker=0).create()
+    return out_dir / f'{prefix}_dbinfos_train.pkl'
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Path]:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('root', type=Path, help='OpenPCDet Waymo root (holds the info pkls)')
@@ -188,12 +219,17 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Path]:
     parser.add_argument('--splits', nargs='+', default=['train', 'val'])
     parser.add_argument('--processed-dir', default=PROCESSED_DIR)
     parser.add_argument('--info-prefix', default=INFO_PREFIX)
+    parser.add_argument('--no-gt-database', action='store_true',
+                        help='do not write the GT-sampling database of the train split')
     args = parser.parse_args(argv)
     written = convert(args.root, args.out, args.splits, args.processed_dir, args.info_prefix)
     for split, path in written.items():
         with open(path, 'rb') as f:
             n = len(pickle.load(f)['data_list'])
         print(f'{split}: {n} frames -> {osp.relpath(path)}')
+    if 'train' in written and not args.no_gt_database:
+        dbinfos = create_gt_database(written['train'].parent)
+        print(f'GT database -> {osp.relpath(dbinfos)}')
     return written
 
 

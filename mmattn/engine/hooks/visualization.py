@@ -61,7 +61,7 @@ class BEVVisualizationHook(Hook):
         draw: draw at all (``tools/test.py --show-dir`` switches it on).
         test_out_dir: output folder; a relative one goes under ``<work_dir>/<timestamp>/``.
         score_thr: predictions scoring lower are not drawn.
-        point_cloud_range: view extent; by default the model backbone's range.
+        point_cloud_range: view extent; by default the model's voxel encoder's range.
     """
 
     def __init__(self, draw: bool = False, test_out_dir: Optional[str] = None,
@@ -79,8 +79,9 @@ class BEVVisualizationHook(Hook):
             self.test_out_dir = osp.join(runner.work_dir, runner.timestamp, self.test_out_dir)
         mkdir_or_exist(self.test_out_dir)
         pcr = self.point_cloud_range
-        if pcr is None:
-            vfe = getattr(getattr(runner.model, 'backbone', None), 'vfe', None)
+        if pcr is None:  # the voxel encoder's (mmdet3d slots), else a points-in backbone's VFE
+            vfe = getattr(runner.model, 'voxel_encoder', None) or getattr(
+                getattr(runner.model, 'backbone', None), 'vfe', None)
             pcr = getattr(vfe, 'point_cloud_range', None)
         classes = (runner.model.dataset_meta or {}).get('classes') if hasattr(
             runner.model, 'dataset_meta') else None
