@@ -267,6 +267,7 @@ def test_landed_metafiles_say_hash_and_converter():
         assert e.converter and get_family(e.converter).name == e.converter, e.name
 
 
+@pytest.mark.slow
 def test_demo_by_model_name(tmp_path, monkeypatch, config, official, server):
     """``tools/demo.py IMAGE --model NAME`` (in this process: its ``main``)."""
     data = official[0]

@@ -85,6 +85,7 @@ def _capture_warnings():
     return logger, handler, records
 
 
+@pytest.mark.slow
 def test_empty_training_set_is_an_error_and_empty_val_warns(tmp_path):
     train = _coco('train')
     for ann in train['annotations']:
@@ -118,6 +119,7 @@ def test_empty_training_set_is_an_error_and_empty_val_warns(tmp_path):
         res.stderr, res.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_train_tool_checks_at_start_up(tmp_path):
     train = _coco('train')
     for ann in train['annotations']:

@@ -229,6 +229,7 @@ def test_classifier_trunk_parity(family):
 # --------------------------------------------------------------------------------------------
 # small / base: official layouts load completely, run at any size, use only validated paths
 # --------------------------------------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize('arch', ['small', 'base'])
 def test_small_base_official_layout_loads_and_runs(family, arch):
     model, convert = _dense_model(family, arch)
@@ -262,6 +263,7 @@ def _block_kinds(model):
     return kinds
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('arch', ['small', 'base'])
 def test_small_base_use_only_tiny_block_kinds(family, arch):
     """Every (mixer, stage, window, shift / agent grid) of S and B is one the tiny fixtures
@@ -275,6 +277,7 @@ def test_small_base_use_only_tiny_block_kinds(family, arch):
 # --------------------------------------------------------------------------------------------
 # checkpoints
 # --------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_init_cfg_loads_official_checkpoints(family, tmp_path):
     from mmattn.registry import MODELS
     from mmattn.utils.checkpoint import CheckpointError
@@ -334,6 +337,7 @@ def test_init_cfg_loads_official_checkpoints(family, tmp_path):
     assert torch.all(own['norm0.weight'] == 2.0)  # not in the classifier file: Constant init
 
 
+@pytest.mark.slow
 def test_converter_script(family, tmp_path):
     fx = _fx(f'{family}_t.dense')
     sd = state_dict_from_fixture(fx)

@@ -23,6 +23,7 @@ import torch
 import mmattn  # noqa: F401
 from mmattn.models.backbones.bevanet import (BEVANet, convert_bevanet_official, fold_conv_bn,
                                              guess_bevanet_arch)
+from mmattn.testing.marks import fast_first
 from mmattn.testing.parity import generate, load_fixture, max_rel_error, state_dict_from_fixture
 
 DATA = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'data', 'bevanet')
@@ -138,7 +139,7 @@ def parity_input(size: str) -> torch.Tensor:
     return torch.randn(1, 3, h, w, generator=torch.Generator().manual_seed(1000 * h + w))
 
 
-@pytest.mark.parametrize('arch', ['s', 'sw', 'base', 'l'])
+@pytest.mark.parametrize('arch', fast_first(['s', 'sw', 'base', 'l']))
 def test_parity_every_arch_256x512_and_200x328(arch):
     """Full-size S / SW / base / L with the official layout's weights against the official
     outputs at 256x512 and at 200x328 (not a multiple of 64): the eval forward gives ``main``,

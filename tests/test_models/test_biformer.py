@@ -31,6 +31,7 @@ from mmattn.models.backbones.biformer import (BiFormer, BiLevelRoutingAttention,
                                               convert_biformer_checkpoint)
 from mmattn.registry import MODELS
 from mmattn.testing import generate, load_fixture, max_rel_error, state_dict_from_fixture
+from mmattn.testing.marks import fast_first
 
 TOL = 1e-4
 CPU_BACKENDS = ['reference', 'torch']
@@ -123,7 +124,7 @@ def test_classifier_fixture_parity_triton(cls_fixture):
 SETTINGS = {'det': 16, 'seg': 8}
 
 
-@pytest.mark.parametrize('arch', ['tiny', 'small', 'base'])
+@pytest.mark.parametrize('arch', fast_first(['tiny', 'small', 'base']))
 @pytest.mark.parametrize('setting', sorted(SETTINGS))
 def test_torch_backend_matches_reference(arch, setting):
     """Every arch at the detection / segmentation setting, odd input size (see module doc)."""
@@ -159,6 +160,7 @@ def test_torch_backend_training_gradients():
     assert max_rel_error(grads['torch'], grads['reference']) <= TOL
 
 
+@pytest.mark.slow
 @pytest.mark.triton
 @pytest.mark.skipif(not bra.HAS_TRITON, reason='triton is not installed')
 def test_triton_backend_in_model():

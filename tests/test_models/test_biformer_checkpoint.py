@@ -144,6 +144,7 @@ def test_wrong_checkpoints_fail_clearly(official_cls, tmp_path):
     assert issubclass(CheckpointError, ValueError)
 
 
+@pytest.mark.slow
 def test_converter_tool(official_cls, official_dense, tmp_path, capsys):
     src = save_cls(official_cls, tmp_path / 'biformer_tiny_in1k.pth')
     dst = tmp_path / 'out' / 'biformer-t.pth'

@@ -153,6 +153,7 @@ def test_head_fixture_is_well_conditioned():
     assert max_rel_error(a[0] + a[1], b[0] + b[1]) < 1e-5
 
 
+@pytest.mark.slow
 def test_converter_takes_a_whole_detector_and_refuses_other_files(tmp_path):
     from mmengine.runner import load_checkpoint
     _, src = _official_head_file(tmp_path, whole_detector=True)
@@ -356,6 +357,7 @@ def test_head_outputs_and_predictions_are_the_wrapped_heads():
 
 
 # ------------------------------------------------------------------------------- configs
+@pytest.mark.slow
 @pytest.mark.parametrize('name', OFFICIAL_CONFIGS)
 def test_official_config_trains_one_iteration_on_tiny_inputs(name):
     """Build the config's detector, one training step on 2 images of 32x64 (one without ground

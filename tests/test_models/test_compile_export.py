@@ -87,6 +87,7 @@ def test_every_registered_2d_backbone_is_covered():
     assert registered - (set(NOT_2D) - {'BEVANet'}) == set(NAMES)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name', NAMES)
 def test_compile_matches_eager(name):
     """aot_eager: a train step (outputs, input and every parameter gradient, BatchNorm
@@ -129,6 +130,7 @@ def test_export_matches_eager(name):
             assert max_rel_error(as_tuple(exported(x)), as_tuple(model(x))) <= TOL[torch.float32]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not HAS_ONNX, reason='onnx, onnxscript and onnxruntime are not installed '
                     '(tools/setup_env.sh pins them)')
 @pytest.mark.parametrize('name', NAMES)

@@ -27,6 +27,7 @@ from mmattn.models.backbones.poolformer import (Pooling, PoolFormer, convert_poo
                                                 pool_reference)
 from mmattn.registry import MODELS
 from mmattn.testing import generate, load_fixture, max_rel_error, state_dict_from_fixture
+from mmattn.testing.marks import fast_first
 
 TOL = 1e-4
 # from the official factories (spec §2b): layers, embed_dims
@@ -189,7 +190,7 @@ def test_timm_oracle_reproduces_s12_fixtures():
     assert max_rel_error(logits['224x224'], cls_fx['outputs']['224x224']) <= TOL
 
 
-@pytest.mark.parametrize('arch', ['s24', 's36', 'm36', 'm48'])
+@pytest.mark.parametrize('arch', fast_first(['s24', 's36', 'm36', 'm48']))
 def test_arch_matches_official_through_timm(arch):
     g = torch.Generator().manual_seed(1)
     inputs = {

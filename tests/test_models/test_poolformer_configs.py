@@ -9,6 +9,7 @@ import torch
 
 import mmattn  # noqa: F401  (config compatibility patches: mmdet:: / mmseg:: bases)
 from mmattn.models.backbones.poolformer import PoolFormer
+from mmattn.testing.marks import fast_first
 from mmattn.testing.runs import short_run_config
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -56,7 +57,7 @@ def test_config_set():
         'retinanet_poolformer-s12_fpn_sample-coco.py']
 
 
-@pytest.mark.parametrize('path', FULL, ids=osp.basename)
+@pytest.mark.parametrize('path', fast_first(FULL), ids=osp.basename)
 def test_full_config_loads_official_classifier(path, tmp_path):
     from mmengine.config import Config
     cfg = Config.fromfile(path)

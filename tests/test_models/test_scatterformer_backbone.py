@@ -251,6 +251,7 @@ def test_detector_is_built_from_mmdet3d_slots(detector):
     assert bev.shape == (2, 32, 80, 80) and bev[0].abs().sum() > 0 and bev[1].abs().sum() == 0
 
 
+@pytest.mark.slow
 def test_detector_bad_inputs_train_and_predict(detector):
     """Empty clouds, points outside the range, NaN values, a frame of one voxel."""
     nan = scene(2000) * torch.tensor([3.5, 3.5, 1, 1, 1])

@@ -351,6 +351,7 @@ def _converter_ready() -> bool:
     return 'scatterformer_pcdet' in FAMILY_MODULES
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not _converter_ready(),
                     reason='mmattn/utils/checkpoint.py: FAMILY_MODULES entry and the '
                     "'model_state' container of OpenPCDet checkpoints pending")

@@ -230,6 +230,7 @@ def sample_detector():
     return conv, model
 
 
+@pytest.mark.slow
 def test_converter_round_trip_loads_with_no_missing_key(sample_detector, tmp_path):
     conv, model = sample_detector
     ours = {k: v.clone() for k, v in model.state_dict().items()}

@@ -21,6 +21,7 @@ from _harness import assert_matches, compile_for_gpu, cuda_like, poison_allocati
 import mmattn.ops.bra as bra
 from mmattn.ops.bra import bra_attention, bra_chunked, bra_reference, choose_backend, topk_routing
 from mmattn.ops.bra import chunked as chunked_mod
+from mmattn.testing.marks import fast_first
 from mmattn.testing.parity import max_rel_error
 
 # name: (N, S, region h, region w, pooled kv per side or None, qk channels, v channels, heads, topk)
@@ -310,6 +311,7 @@ def test_triton_backward_is_deterministic():
     assert all(torch.equal(a, b) for a, b in zip(first, second))
 
 
+@pytest.mark.slow
 @pytest.mark.triton
 @requires_triton
 def test_triton_gradcheck():
@@ -347,8 +349,8 @@ for fn, ptrs in pointers.items():
 
 @pytest.mark.triton
 @requires_triton
-@pytest.mark.parametrize('arch', [80, 90])
-@pytest.mark.parametrize('dtype', ['fp32', 'bf16'])
+@pytest.mark.parametrize('arch', fast_first([80, 90]))
+@pytest.mark.parametrize('dtype', fast_first(['fp32', 'bf16']))
 def test_triton_kernels_compile_for_gpu(arch, dtype):
     """The interpreter accepts code the GPU compiler rejects: compile the three kernels for
     sm_80 and sm_90 (Triton frontend, LLVM and the bundled ptxas; no GPU needed) in a fresh

@@ -86,6 +86,7 @@ def test_ops_import_with_torch_and_triton_only():
     assert out['loaded'] == [] and out['grads']
 
 
+@pytest.mark.slow
 def test_backbones_import_with_mmengine_alone():
     """BiFormer (its stem norm built by torch without mmcv) and ScatterFormer, forward."""
     out = run(BACKBONES, ['mmcv', 'mmdet', 'mmseg', 'mmdet3d', 'cv2', 'matplotlib'])
@@ -112,6 +113,7 @@ print(json.dumps(state))
 '''
 
 
+@pytest.mark.slow
 def test_mm_setup_runs_when_mmengine_is_imported():
     """``import mmattn`` imports no mmengine; ``import mmengine`` then runs the version check
     and ``import mmengine.runner`` the compatibility patches (safe checkpoint loading included)."""
@@ -170,6 +172,7 @@ importlib.import_module(sys.argv[1])
 '''
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('op', ['bra', 'sla'])
 def test_a_broken_kernel_module_is_not_no_triton(op):
     """Only a missing ``triton`` package means "no Triton": an ImportError raised inside our own

@@ -24,6 +24,7 @@ from mmattn.models.layers.sla_layer import SLALayer
 from mmattn.ops.sla import (choose_backend, cu_seqlens_from_counts, scattered_linear_attention,
                             sla_chunked, sla_reference)
 from mmattn.ops.sla import chunked as chunked_mod
+from mmattn.testing.marks import fast_first
 from mmattn.testing.parity import load_fixture, max_rel_error, state_dict_from_fixture
 
 # name: (window row counts, heads, head dim)
@@ -440,8 +441,8 @@ for fn, ptrs in pointers.items():
 
 @pytest.mark.triton
 @requires_triton
-@pytest.mark.parametrize('arch', [80, 90])
-@pytest.mark.parametrize('dtype', ['fp32', 'fp16', 'bf16'])
+@pytest.mark.parametrize('arch', fast_first([80, 90]))
+@pytest.mark.parametrize('dtype', fast_first(['fp32', 'fp16', 'bf16']))
 def test_triton_kernels_compile_for_gpu(arch, dtype):
     """The interpreter accepts code the GPU compiler rejects: compile the five kernels for sm_80
     and sm_90 (Triton frontend, LLVM and the bundled ptxas; no GPU needed) in a fresh process

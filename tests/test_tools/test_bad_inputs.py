@@ -62,6 +62,7 @@ def test_checkpoint_of_another_model_names_the_file(tmp_path):
         check_checkpoint(model, str(tmp_path / 'missing.pth'))
 
 
+@pytest.mark.slow
 def test_test_tool_rejects_missing_checkpoint():
     res = run_tool(['tools/test.py', DET_CONFIG, '/nonexistent/epoch_1.pth'], timeout=300)
     assert res.returncode != 0

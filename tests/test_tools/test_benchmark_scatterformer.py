@@ -34,6 +34,7 @@ def _table_rows(out: str):
     return [[c.strip() for c in r] for r in rows]
 
 
+@pytest.mark.slow
 def test_synthetic_frame_inference_and_train_step(tool, capsys, tmp_path):
     out_json = str(tmp_path / 'bench.json')
     res = tool.main([SAMPLE_CONFIG, '--device', 'cpu', '--threads', '1', '--num-points', '600',

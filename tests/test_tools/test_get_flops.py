@@ -82,6 +82,7 @@ def test_bra_formula_equals_dense_attention_at_topk_all():
     assert routed * 4 == dense == 2 * q.shape[1] * q.shape[2] * 4 * 3 * (32 + 64)
 
 
+@pytest.mark.slow
 @needs_triton
 @pytest.mark.parametrize('topk', [1, 3])
 def test_bra_triton_custom_op_counted_like_torch(topk):
@@ -214,6 +215,7 @@ def test_cli_detector_on_meta(capsys):
     assert 'BiFormer (backbone)' in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_two_stage_detector_falls_back_to_cpu():
     from mmengine.config import Config
     cfg = Config.fromfile(str(ROOT / 'configs/biformer/mask-rcnn_biformer-s_fpn_sample-coco.py'))

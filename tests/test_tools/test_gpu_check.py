@@ -20,6 +20,7 @@ def run_kit(out, *args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=900)
 
 
+@pytest.mark.slow
 @pytest.mark.triton
 def test_dry_run(tmp_path):
     proc = run_kit(tmp_path, '--dry-run')
@@ -42,6 +43,7 @@ def test_dry_run(tmp_path):
     assert '**0 failed**' in markdown and '## skipped' in markdown
 
 
+@pytest.mark.slow
 def test_budget_skips_and_says_so(tmp_path):
     proc = run_kit(tmp_path, '--dry-run', '--budget-s', '0', '--sections', 'kernels', 'bench')
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -52,6 +54,7 @@ def test_budget_skips_and_says_so(tmp_path):
     assert '0 rows, 0 failed' in proc.stdout
 
 
+@pytest.mark.slow
 def test_without_gpu_it_refuses(tmp_path):
     proc = run_kit(tmp_path)
     assert proc.returncode == 2 and '--dry-run' in proc.stderr

@@ -295,6 +295,7 @@ print('RESUMED', r.iter)
 '''
 
 
+@pytest.mark.slow
 def test_runner_checkpoints_resume_with_weights_only(tmp_path, no_opt_in):
     """A real (toy) mmengine training saves checkpoints that resume through the safe reader, and
     the classes they need are exactly the allowed ones."""
@@ -335,6 +336,7 @@ def test_getattr_is_allowed_for_history_buffer_statistics_only(tmp_path, no_opt_
         load_file(str(tmp_path / 'other.pth'))
 
 
+@pytest.mark.slow
 def test_runner_checkpoint_loads_safely_in_a_fresh_process(tmp_path):
     """A HistoryBuffer pickles its statistics as getattr(HistoryBuffer, 'min'); the safe reader
     allows them even before any buffer exists in the loading process (a fresh --resume)."""

@@ -25,6 +25,7 @@ def test_patches_are_probed_once():
     assert 'onecycle_state' in applied
 
 
+@pytest.mark.slow
 def test_each_applied_patch_is_logged_once():
     code = ('import mmattn, mmengine\nfrom mmattn.utils import compat\n'
             'compat.apply_all(); compat.apply_all()\nprint("APPLIED", compat.APPLIED)')

@@ -64,6 +64,7 @@ print('LAZY OK')
 '''
 
 
+@pytest.mark.slow
 def test_models_import_only_what_a_class_needs():
     """``import mmattn.models`` imports no task package; a class built on one (ScatterFormer on
     mmdet3d) imports it when a config names it."""
