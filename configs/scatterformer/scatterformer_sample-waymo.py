@@ -9,8 +9,8 @@ _base_ = ['./scatterformer_8xb4-24e_waymo-3d-3class.py']
 
 data_root = 'data/waymo_sample/kitti_format/'
 point_cloud_range = [-25.6, -25.6, -2.0, 25.6, 25.6, 4.0]
-max_epochs = 100  # 8 iterations each (16 frames, batch 2)
-fade_epochs = 8  # GT sampling off for the last 8 epochs (official: last 4 of 24)
+max_epochs = 50  # 16 iterations each (32 frames, batch 2)
+fade_epochs = 4  # GT sampling off for the last 4 epochs (official: last 4 of 24)
 lr = 0.006
 dim = 64
 

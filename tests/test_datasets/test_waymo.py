@@ -20,8 +20,8 @@ ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / 'data' / 'waymo_sample'
 KITTI = SAMPLE / 'kitti_format'
 PROCESSED = SAMPLE / 'waymo_processed_data_v0_5_0'
-FRAMES = {'train': 16, 'val': 6}
-SEGMENTS = {'train': 2, 'val': 1}
+FRAMES = {'train': 32, 'val': 6}
+SEGMENTS = {'train': 4, 'val': 1}
 PCR = (-25.6, -25.6, -2.0, 25.6, 25.6, 4.0)
 LABELS = {'Vehicle': 0, 'Pedestrian': 1, 'Cyclist': 2}
 LOAD_POINTS = dict(type='LoadPointsFromFile', coord_type='LIDAR', load_dim=6, use_dim=5,
@@ -108,7 +108,7 @@ def test_sample_has_both_layouts():
     assert len(list(PROCESSED.rglob('*.npy'))) == sum(FRAMES.values())
     assert len(list((KITTI / 'training' / 'velodyne').glob('*.bin'))) == sum(FRAMES.values())
     size = sum(p.stat().st_size for p in SAMPLE.rglob('*') if p.is_file())
-    assert size < 3.5 * 2**20
+    assert size < 7.5 * 2**20
 
 
 def test_regenerates_identically(regenerated: Path):
@@ -119,6 +119,7 @@ def test_regenerates_identically(regenerated: Path):
         assert (regenerated / rel).read_bytes() == (SAMPLE / rel).read_bytes(), rel
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('coretype', ['Nehalem', 'Haswell'])
 def test_regenerates_identically_with_another_blas_kernel(tmp_path, coretype):
     """The generator's output does not depend on the CPU: with OpenBLAS forced to another kernel
@@ -153,7 +154,7 @@ def test_openpcdet_layout_contents(gen):
             annos = info['annos']
             names = annos['name']
             labelled = names != 'Sign'
-            assert 2 <= labelled.sum() <= 6
+            assert 6 <= labelled.sum() <= 12
             boxes = annos['gt_boxes_lidar']
             assert boxes.shape == (len(names), 9)
             np.testing.assert_allclose(boxes[:, :3], annos['location'])
@@ -319,7 +320,7 @@ def test_dataset_test_mode_eval_ann_info():
 def test_dataset_classes_subset_and_interval():
     ds = _build(ann_file='waymo_infos_train.pkl', metainfo=dict(classes=('Pedestrian', )),
                 load_interval=4, filter_empty_gt=False)
-    assert len(ds) == 4
+    assert len(ds) == FRAMES['train'] // 4
     for idx in range(len(ds)):
         ann = ds.get_data_info(idx)['ann_info']
         assert (ann['gt_labels_3d'] == 0).all()

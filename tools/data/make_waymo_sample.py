@@ -15,14 +15,15 @@ converted with ``tools/dataset_converters/openpcdet_waymo2mmattn.py`` to mmdet3d
         kitti_format/waymo_gt_database/*.bin, waymo_dbinfos_train.pkl   GT-sampling database
                                                            (mmdet3d's GTDatabaseCreater)
 
-Splits: train = 2 segments x 8 frames, val = 1 segment x 6 frames. Each frame is a scene inside
+Splits: train = 4 segments x 8 frames, val = 1 segment x 6 frames. Each frame is a scene inside
 x, y in [-25.6, 25.6], z in [-2, 4] (vehicle frame, ground at z ~ 0, sensor at the origin):
 
 * a gently sloped noisy ground, denser near the sensor, hidden under objects;
 * per-segment static clutter: poles, walls and bushes (bushes with high elongation);
 * a rectangular no-label zone per segment whose points carry NLZ flag 1 (no objects in it);
-* 2-6 labelled objects per frame (Vehicle ~4.5x2x1.6, Pedestrian ~0.8x0.8x1.8, Cyclist
-  ~1.8x0.7x1.7 m), random yaw, points on the surfaces that face the sensor, denser when closer;
+* 6-12 labelled objects per frame (Vehicle ~4.5x2x1.6, Pedestrian ~0.8x0.8x1.8, Cyclist
+  ~1.8x0.7x1.7 m), random yaw, points on the surfaces that face the sensor, denser when closer
+  (a vehicle is lower at hood and trunk, a cyclist's rider sits behind the bars: the heading shows);
   some objects get only 0-5 points (far / occluded), about a quarter have difficulty 2;
 * sometimes a Sign on a pole (dropped by the converter).
 
@@ -53,7 +54,9 @@ POINT_CLOUD_RANGE = (-25.6, -25.6, -2.0, 25.6, 25.6, 4.0)
 # split: (split code of the seed stream, [(segment context name, number of frames)])
 SPLITS: dict[str, tuple[int, list[tuple[str, int]]]] = {
     'train': (0, [('10203656353524179475_7625_000_7645_000', 8),
-                  ('11940460932056521663_1760_000_1780_000', 8)]),
+                  ('11940460932056521663_1760_000_1780_000', 8),
+                  ('12257951615341726923_2196_690_2216_690', 8),
+                  ('13506499849906169066_120_000_140_000', 8)]),
     'val': (1, [('14183710428479823719_3140_000_3160_000', 6)]),
 }
 _CLUTTER, _OBJECTS, _POINTS = 0, 1, 2
@@ -62,6 +65,14 @@ CLASS_SPECS: dict[str, tuple[tuple[float, ...], tuple[float, ...], float, int, f
     'Vehicle': ((4.5, 2.0, 1.6), (0.4, 0.12, 0.12), 420.0, 750, 0.5),
     'Pedestrian': ((0.8, 0.8, 1.8), (0.08, 0.08, 0.1), 120.0, 240, 0.3),
     'Cyclist': ((1.8, 0.7, 1.7), (0.12, 0.06, 0.08), 150.0, 300, 0.2),
+}
+# The top of a vehicle / cyclist along its length, as a fraction of the box height: (from, to, top)
+# over u = 2 * (local x) / l, front (the heading) at u = 1. A vehicle is lower at the hood and the
+# trunk than at the cabin, a cyclist's rider sits behind the handlebars: without this front and back
+# look alike, the heading is ambiguous by pi and no network can learn it (the sample's old car AP).
+PROFILES: dict[str, tuple[tuple[float, float, float], ...]] = {
+    'Vehicle': ((-1.0, -0.55, 0.72), (-0.55, 0.4, 1.0), (0.4, 1.0, 0.62)),  # trunk, cabin, hood
+    'Cyclist': ((-1.0, -0.6, 0.45), (-0.6, 0.3, 1.0), (0.3, 1.0, 0.65)),    # wheel, rider, bars
 }
 SENSOR_Z = 2.0
 _INSET = 0.03   # surface points sit this far inside their box
@@ -91,8 +102,10 @@ def points_in_box(points: np.ndarray, box: Sequence[float]) -> np.ndarray:
     return ((np.abs(lx) <= l / 2) & (np.abs(ly) <= w / 2) & (np.abs(points[:, 2] - z) <= h / 2))
 
 
-def box_surface_points(rng: np.random.Generator, box: Sequence[float], n: int) -> np.ndarray:
-    """``n`` points on the faces of a centre-z box that face a sensor at (0, 0, SENSOR_Z)."""
+def box_surface_points(rng: np.random.Generator, box: Sequence[float], n: int,
+                       profile: Sequence[tuple[float, float, float]] = ()) -> np.ndarray:
+    """``n`` points on the faces of a centre-z box that face a sensor at (0, 0, SENSOR_Z); with a
+    ``profile`` (see :data:`PROFILES`) the faces end, and the top lies, at its height."""
     x, y, z, l, w, h, yaw = box
     c, s = math.cos(yaw), math.sin(yaw)
     to_sensor = np.array([-x, -y])
@@ -111,6 +124,14 @@ def box_surface_points(rng: np.random.Generator, box: Sequence[float], n: int) -
     for k, (axis, sign, _) in enumerate(faces):
         sel = which == k
         local[sel, axis] = sign * half[axis]
+    if profile:
+        u = local[:, 0] / half[0]
+        top = np.ones(n)
+        for lo, hi, frac in profile:
+            top[(u >= lo) & (u <= hi)] = frac
+        top = -half[2] + 2.0 * half[2] * top        # local z of the top at each point
+        local[:, 2] = np.where(which == len(faces) - 1, top,
+                               -half[2] + (local[:, 2] + half[2]) * (top + half[2]) / (2 * half[2]))
     out = np.empty((n, 3))
     out[:, 0] = x + c * local[:, 0] - s * local[:, 1]
     out[:, 1] = y + s * local[:, 0] + c * local[:, 1]
@@ -171,13 +192,13 @@ def _free(x: float, y: float, r: float, discs: list, nlz) -> bool:
 
 
 def make_objects(seed: int, split_code: int, seg: int, frame: int, clutter: dict) -> list[dict]:
-    """2-6 labelled objects (+ sometimes a Sign), placed without overlaps, centre-z boxes."""
+    """6-12 labelled objects (+ sometimes a Sign), placed without overlaps, centre-z boxes."""
     rng = _rng(seed, split_code, seg, frame, _OBJECTS)
     names = list(CLASS_SPECS)
     probs = np.array([CLASS_SPECS[n][4] for n in names])
     discs = list(clutter['obstacles'])
     objects = []
-    n_wanted = int(rng.integers(2, 7))
+    n_wanted = int(rng.integers(6, 13))
     tries = 0
     while len(objects) < n_wanted and tries < 400:
         tries += 1
@@ -291,7 +312,8 @@ def make_points(seed: int, split_code: int, seg: int, frame: int, clutter: dict,
         if name == 'Vehicle':     # a few retro-reflective points (plates, lights)
             bright = rng.random(n) < 0.04
             inten[bright] = rng.uniform(2.0, 12.0, size=int(bright.sum()))
-        add(box_surface_points(rng, box, n), inten, np.abs(rng.normal(0, 0.04, n)))
+        add(box_surface_points(rng, box, n, PROFILES.get(name, ())), inten,
+            np.abs(rng.normal(0, 0.04, n)))
 
     xyz = np.concatenate([p[0] for p in parts])
     feats = np.zeros((len(xyz), 6), dtype=np.float64)
