@@ -19,3 +19,33 @@ def _restore_torch_threads():
     n = torch.get_num_threads()
     yield
     torch.set_num_threads(n)
+
+
+def _subclasses(cls: type) -> list:
+    out = []
+    for sub in cls.__subclasses__():
+        out += [sub] + _subclasses(sub)
+    return out
+
+
+@pytest.fixture(autouse=True)
+def _fresh_mmengine_instances():
+    """mmengine keeps one global instance per name (the configs' ``Visualizer`` is always named
+    'visualizer'): a runner built by a later test would reuse the earlier test's visualizer and
+    write into that test's (deleted) work dir. Each test starts with none, as a new process does."""
+    yield
+    import sys
+    if 'mmengine' not in sys.modules:
+        return
+    import logging
+
+    from mmengine.utils import ManagerMixin
+    for cls in _subclasses(ManagerMixin):
+        instances = cls.__dict__.get('_instance_dict')
+        if not instances:
+            continue
+        for instance in instances.values():
+            for handler in getattr(instance, 'handlers', []):
+                if isinstance(handler, logging.FileHandler):
+                    handler.close()
+        instances.clear()

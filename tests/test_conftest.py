@@ -12,3 +12,20 @@ def test_a_test_may_change_the_thread_count():
 
 def test_the_next_test_runs_with_the_thread_count_of_the_session():
     assert torch.get_num_threads() == _START
+
+
+def _local_visualizer(save_dir):
+    from mmengine.visualization import Visualizer
+    return Visualizer.get_instance('visualizer', vis_backends=[dict(type='LocalVisBackend')],
+                                   save_dir=str(save_dir))
+
+
+def test_a_test_builds_the_configs_visualizer(tmp_path):
+    assert _local_visualizer(tmp_path)._vis_backends['LocalVisBackend']._save_dir.startswith(
+        str(tmp_path))
+
+
+def test_the_next_test_gets_its_own_visualizer(tmp_path):
+    # without the fixture: the previous test's instance (and its deleted save_dir) comes back
+    assert _local_visualizer(tmp_path)._vis_backends['LocalVisBackend']._save_dir.startswith(
+        str(tmp_path))
