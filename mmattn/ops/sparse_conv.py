@@ -68,13 +68,14 @@ class SparseVoxels:
         coords: ``[N, 4]`` int64 ``(b, z, y, x)``.
         spatial_shape: ``(Z, Y, X)``.
         batch_size: ``B``.
-        rulebooks: cache of rule books by key, shared by convs that reuse a key on the same sites.
+        rulebooks: cache of rule books (:class:`RulebookPairs`) by key, shared by convs that
+            reuse a key on the same sites.
     """
     features: Tensor
     coords: Tensor
     spatial_shape: Tuple[int, int, int]
     batch_size: int
-    rulebooks: Dict[str, Tensor] = field(default_factory=dict)
+    rulebooks: Dict[str, 'RulebookPairs'] = field(default_factory=dict)
 
     def replace(self, features: Tensor) -> 'SparseVoxels':
         """Same sites (and rule books), new features."""
@@ -191,14 +192,46 @@ def strided_rulebook(coords: Tensor, spatial_shape: Sequence[int], kernel_size: 
     return out_coords, out_shape, rb
 
 
-def _conv_by_rulebook(x: Tensor, rulebook: Tensor, weight: Tensor) -> Tensor:
-    """``out[i] = sum_k x[rulebook[k, i]] @ weight[k]``; weight ``[K, C_in, C_out]``."""
-    out = x.new_zeros(rulebook.shape[1], weight.shape[2])
-    for k in range(rulebook.shape[0]):
-        sel = (rulebook[k] >= 0).nonzero().squeeze(1)
-        if sel.numel():
-            out = out.index_add(0, sel, x[rulebook[k, sel]] @ weight[k])
-    return out
+@dataclass
+class RulebookPairs:
+    """A rule book as ``(output row, input row)`` pairs grouped by tap: ``tap`` ``[P]`` (sorted),
+    ``out_rows`` / ``in_rows`` ``[P]`` int64, ``counts[k]`` pairs of tap ``k``, ``num_out`` rows."""
+    tap: Tensor
+    out_rows: Tensor
+    in_rows: Tensor
+    counts: List[int]
+    num_out: int
+
+    @classmethod
+    def from_rulebook(cls, rulebook: Tensor) -> 'RulebookPairs':
+        """From ``[K, N]`` input rows per tap and output site (``-1``: no input)."""
+        tap, out_rows = (rulebook >= 0).nonzero(as_tuple=True)
+        counts = torch.bincount(tap, minlength=rulebook.shape[0]).tolist()
+        return cls(tap, out_rows, rulebook[tap, out_rows], counts, rulebook.shape[1])
+
+
+def _pairs(x: 'SparseVoxels', key: Optional[str], build: Callable[[], Tensor]) -> RulebookPairs:
+    """The rule book cached on ``x`` under ``key`` (built and cached if absent)."""
+    pairs = x.rulebooks.get(key) if key else None
+    if pairs is None:
+        pairs = RulebookPairs.from_rulebook(build())
+        if key:
+            x.rulebooks[key] = pairs
+    return pairs
+
+
+def _conv_by_rulebook(x: Tensor, pairs: RulebookPairs, weight: Tensor) -> Tensor:
+    """``out[i] = sum_k x[rulebook[k, i]] @ weight[k]``; weight ``[K, C_in, C_out]``.
+
+    One gather of every pair's input row, a GEMM per tap on its slice, one scatter-add (the
+    backward of ``index_select`` / ``index_add_`` is ``index_add_`` / ``index_select``, far cheaper
+    on a CPU than advanced indexing's ``index_put_`` with accumulation)."""
+    out = x.new_zeros(pairs.num_out, weight.shape[2])
+    if pairs.tap.numel() == 0:
+        return out
+    rows = x.index_select(0, pairs.in_rows).split(pairs.counts)
+    y = torch.cat([r @ weight[k] for k, r in enumerate(rows) if r.shape[0]])
+    return out.index_add_(0, pairs.out_rows, y)
 
 
 # ------------------------------------------------------------------------------------ backends
@@ -370,12 +403,8 @@ class SubMConv3d(_SparseConvBase):
         if backend != 'rulebook':
             return _library_conv(backend, self, x, subm=True)
         key = f'subm:{self.indice_key}:{self.kernel_size}' if self.indice_key else None
-        rb = x.rulebooks.get(key) if key else None
-        if rb is None:
-            rb = subm_rulebook(x.coords, x.spatial_shape, self.kernel_size)
-            if key:
-                x.rulebooks[key] = rb
-        out = _conv_by_rulebook(x.features, rb, self._weight_kio())
+        pairs = _pairs(x, key, lambda: subm_rulebook(x.coords, x.spatial_shape, self.kernel_size))
+        out = _conv_by_rulebook(x.features, pairs, self._weight_kio())
         if self.bias is not None:
             out = out + self.bias
         return x.replace(out)
@@ -397,7 +426,7 @@ class SparseConv3d(_SparseConvBase):
             return _library_conv(backend, self, x, subm=False)
         coords, shape, rb = strided_rulebook(x.coords, x.spatial_shape, self.kernel_size,
                                              self.stride, self.padding)
-        out = _conv_by_rulebook(x.features, rb, self._weight_kio())
+        out = _conv_by_rulebook(x.features, RulebookPairs.from_rulebook(rb), self._weight_kio())
         if self.bias is not None:
             out = out + self.bias
         return SparseVoxels(out, coords, shape, x.batch_size)
@@ -423,18 +452,12 @@ class SubMDepthwiseConv3d(nn.Module):
             raise ValueError(f'SubMDepthwiseConv3d: features of shape {tuple(features.shape)}, '
                              f'expected [N, {self.channels}]')
         key = f'subm:{self.indice_key}:{self.kernel_size}' if self.indice_key else None
-        rb = sites.rulebooks.get(key) if key else None
-        if rb is None:
-            rb = subm_rulebook(sites.coords, sites.spatial_shape, self.kernel_size)
-            if key:
-                sites.rulebooks[key] = rb
+        pairs = _pairs(sites, key, lambda: subm_rulebook(sites.coords, sites.spatial_shape,
+                                                         self.kernel_size))
         w = self.weight.reshape(-1, self.channels)
         out = features.new_zeros(features.shape)
-        for k in range(rb.shape[0]):
-            sel = (rb[k] >= 0).nonzero().squeeze(1)
-            if sel.numel():
-                out = out.index_add(0, sel, features[rb[k, sel]] * w[k])
-        return out
+        return out.index_add_(0, pairs.out_rows, features.index_select(0, pairs.in_rows)
+                              * w.index_select(0, pairs.tap))
 
     def extra_repr(self) -> str:
         return f'{self.channels}, kernel_size={self.kernel_size}, indice_key={self.indice_key!r}'

@@ -10,7 +10,8 @@ import torch.nn.functional as F
 
 from mmattn.models.backbones.scatterformer import (CWIFFN, AttnPillarPool, DynamicPFNVFE,
                                                    ScatterFormerBackbone, dynamic_voxel_coords,
-                                                   scatterformer_filter_fn, window_partition)
+                                                   scatterformer_filter_fn, unique_rows,
+                                                   window_partition)
 from mmattn.ops.sparse_conv import SparseVoxels
 
 PCR = [-6.4, -6.4, -2.0, 6.4, 6.4, 4.0]   # 40 x 40 x 32 voxels of 0.32 x 0.32 x 0.1875
@@ -85,6 +86,18 @@ def test_window_partition_by_hand():
     assert counts.tolist() == [2, 1, 1, 1] and offsets.tolist() == [0, 2, 3, 4]
     assert sorted(perm[:2].tolist()) == [1, 4] and perm[2:].tolist() == [3, 0, 2]
     assert win.tolist() == [0, 0, 1, 2, 3]
+
+
+def test_unique_rows_is_torch_unique_of_rows():
+    g = torch.Generator().manual_seed(0)
+    rows = torch.cat([torch.randint(0, 4, (300, 3), generator=g),
+                      torch.randint(0, 2**21, (50, 3), generator=g),
+                      torch.tensor([[2**21 - 1, 0, 2**21 - 1], [0, 2**21 - 1, 0]])]).int()
+    rows = torch.cat([rows, rows[:40]])       # repeated rows
+    want, want_inv = torch.unique(rows, dim=0, return_inverse=True)
+    got, got_inv = unique_rows(rows)
+    assert got.dtype == rows.dtype
+    assert torch.equal(got, want) and torch.equal(got_inv, want_inv)
 
 
 def sites(n=80, shape=(6, 30, 30), channels=16, seed=0) -> SparseVoxels:

@@ -198,6 +198,18 @@ class CPE(nn.Module):
         return x.replace(F.relu(self.bn_out(x.features)))
 
 
+def unique_rows(rows: Tensor) -> Tuple[Tensor, Tensor]:
+    """``torch.unique(rows, dim=0, return_inverse=True)`` for ``[N, 3]`` int rows with entries in
+    ``[0, 2**21)`` (batch index, grid cells), through one int64 key per row: the same sorted rows
+    and inverse, without ``unique(dim=0)``'s row-by-row comparisons (130 ms of a 1.6 s CPU
+    training step of the sample config)."""
+    r = rows.long()
+    key = (r[:, 0] << 42) | (r[:, 1] << 21) | r[:, 2]
+    uniq, inverse = torch.unique(key, return_inverse=True)
+    mask = (1 << 21) - 1
+    return torch.stack([uniq >> 42, (uniq >> 21) & mask, uniq & mask], 1).to(rows.dtype), inverse
+
+
 def window_partition(coords: Tensor, win_size: int) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
     """Group sites into ``win_size x win_size`` BEV columns (z plays no part).
 
@@ -209,7 +221,7 @@ def window_partition(coords: Tensor, win_size: int) -> Tuple[Tensor, Tensor, Ten
     if key.shape[0] == 0:
         empty = coords.new_zeros(0, dtype=torch.long)
         return empty, empty, empty, empty
-    _, win_ids = torch.unique(key, dim=0, return_inverse=True)
+    _, win_ids = unique_rows(key)
     win_ids, perm = torch.sort(win_ids, stable=True)
     counts = torch.bincount(win_ids)
     offsets = torch.cumsum(counts, 0) - counts
@@ -308,7 +320,7 @@ class AttnPillarPool(nn.Module):
         col = torch.stack([c[:, 0], c[:, 2], c[:, 3]], 1)
         if col.shape[0] == 0:
             return x.features.new_zeros(0, x.features.shape[1]), col
-        pillars, inv = torch.unique(col, dim=0, return_inverse=True)
+        pillars, inv = unique_rows(col)
         num = pillars.shape[0]
         query = scatter_max(x.features, inv, num).clamp(min=0)
         kv = x.features.new_zeros(num, self.pillar_size, x.features.shape[1])
