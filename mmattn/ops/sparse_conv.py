@@ -210,11 +210,13 @@ class RulebookPairs:
         return cls(tap, out_rows, rulebook[tap, out_rows], counts, rulebook.shape[1])
 
 
-def _pairs(x: 'SparseVoxels', key: Optional[str], build: Callable[[], Tensor]) -> RulebookPairs:
-    """The rule book cached on ``x`` under ``key`` (built and cached if absent)."""
+def _subm_pairs(x: 'SparseVoxels', kernel_size: Tuple[int, int, int],
+                indice_key: Optional[str]) -> RulebookPairs:
+    """The submanifold rule book of ``x``'s sites, cached on ``x`` when ``indice_key`` is set."""
+    key = f'subm:{indice_key}:{kernel_size}' if indice_key else None
     pairs = x.rulebooks.get(key) if key else None
     if pairs is None:
-        pairs = RulebookPairs.from_rulebook(build())
+        pairs = RulebookPairs.from_rulebook(subm_rulebook(x.coords, x.spatial_shape, kernel_size))
         if key:
             x.rulebooks[key] = pairs
     return pairs
@@ -402,8 +404,7 @@ class SubMConv3d(_SparseConvBase):
         backend = choose_sparse_backend(self.backend, x.features, self._needs_grad(x))
         if backend != 'rulebook':
             return _library_conv(backend, self, x, subm=True)
-        key = f'subm:{self.indice_key}:{self.kernel_size}' if self.indice_key else None
-        pairs = _pairs(x, key, lambda: subm_rulebook(x.coords, x.spatial_shape, self.kernel_size))
+        pairs = _subm_pairs(x, self.kernel_size, self.indice_key)
         out = _conv_by_rulebook(x.features, pairs, self._weight_kio())
         if self.bias is not None:
             out = out + self.bias
@@ -451,9 +452,7 @@ class SubMDepthwiseConv3d(nn.Module):
         if features.dim() != 2 or features.shape[1] != self.channels:
             raise ValueError(f'SubMDepthwiseConv3d: features of shape {tuple(features.shape)}, '
                              f'expected [N, {self.channels}]')
-        key = f'subm:{self.indice_key}:{self.kernel_size}' if self.indice_key else None
-        pairs = _pairs(sites, key, lambda: subm_rulebook(sites.coords, sites.spatial_shape,
-                                                         self.kernel_size))
+        pairs = _subm_pairs(sites, self.kernel_size, self.indice_key)
         w = self.weight.reshape(-1, self.channels)
         out = features.new_zeros(features.shape)
         return out.index_add_(0, pairs.out_rows, features.index_select(0, pairs.in_rows)
