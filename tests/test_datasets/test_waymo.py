@@ -20,8 +20,8 @@ ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / 'data' / 'waymo_sample'
 KITTI = SAMPLE / 'kitti_format'
 PROCESSED = SAMPLE / 'waymo_processed_data_v0_5_0'
-FRAMES = {'train': 32, 'val': 6}
-SEGMENTS = {'train': 4, 'val': 1}
+FRAMES = {'train': 32, 'val': 24}
+SEGMENTS = {'train': 4, 'val': 4}
 PCR = (-25.6, -25.6, -2.0, 25.6, 25.6, 4.0)
 LABELS = {'Vehicle': 0, 'Pedestrian': 1, 'Cyclist': 2}
 LOAD_POINTS = dict(type='LoadPointsFromFile', coord_type='LIDAR', load_dim=6, use_dim=5,
@@ -108,7 +108,7 @@ def test_sample_has_both_layouts():
     assert len(list(PROCESSED.rglob('*.npy'))) == sum(FRAMES.values())
     assert len(list((KITTI / 'training' / 'velodyne').glob('*.bin'))) == sum(FRAMES.values())
     size = sum(p.stat().st_size for p in SAMPLE.rglob('*') if p.is_file())
-    assert size < 7.5 * 2**20
+    assert size < 10.5 * 2**20
 
 
 def test_regenerates_identically(regenerated: Path):
@@ -211,7 +211,7 @@ def test_converter_output_matches_openpcdet():
 def test_converter_cli_reproduces_and_errors(conv, tmp_path: Path, capsys):
     written = conv.main([str(SAMPLE), '--out', str(tmp_path / 'kf'), '--splits', 'val'])
     assert set(written) == {'val'}
-    assert 'val: 6 frames' in capsys.readouterr().out
+    assert 'val: 24 frames' in capsys.readouterr().out
     assert written['val'].read_bytes() == (KITTI / 'waymo_infos_val.pkl').read_bytes()
     for p in (tmp_path / 'kf' / 'training' / 'velodyne').iterdir():
         assert p.read_bytes() == (KITTI / 'training' / 'velodyne' / p.name).read_bytes()

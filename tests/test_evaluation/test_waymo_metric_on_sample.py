@@ -34,9 +34,9 @@ def test_ground_truth_as_predictions_scores_one():
 
 
 def test_predicted_empty_boxes_are_false_positives():
-    # val: 26 cars (1 with 0 points), 26 pedestrians (1), 12 cyclists (1); all predictions score 1,
-    # so precision is TP / all = 25/26, 25/26, 11/12 at every recall and AP equals it
+    # val: 105 cars (5 with 0 points), 81 pedestrians (2), 43 cyclists (2); all predictions score
+    # 1, so precision is TP / all = 100/105, 79/81, 41/43 at every recall and AP equals it
     res = _run(keep_empty=True)
-    assert res['Car/L1 AP'] == pytest.approx(25 / 26, abs=1e-6)
-    assert res['Pedestrian/L1 AP'] == pytest.approx(25 / 26, abs=1e-6)
-    assert res['Cyclist/L1 AP'] == pytest.approx(11 / 12, abs=1e-6)
+    assert res['Car/L1 AP'] == pytest.approx(100 / 105, abs=1e-6)
+    assert res['Pedestrian/L1 AP'] == pytest.approx(79 / 81, abs=1e-6)
+    assert res['Cyclist/L1 AP'] == pytest.approx(41 / 43, abs=1e-6)
