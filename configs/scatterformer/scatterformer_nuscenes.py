@@ -35,6 +35,7 @@ model = dict(
     train_cfg=dict(point_cloud_range=point_cloud_range, voxel_size=voxel_size,
                    grid_size=grid_size),
     test_cfg=dict(
+        point_cloud_range=point_cloud_range, voxel_size=voxel_size,
         score_threshold=0.0, post_center_limit_range=[-61.2, -61.2, -10.0, 61.2, 61.2, 10.0],
         nms_thr=[0.2] * len(class_names), pre_max_size=1000, post_max_size=100,
         iou_rectifier=[0.5] * len(class_names)))

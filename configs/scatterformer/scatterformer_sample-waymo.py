@@ -25,7 +25,8 @@ model = dict(
                   norm_cfg=dict(type='BN', eps=1e-3, momentum=0.1)),
     bbox_head=dict(in_channels=dim),
     train_cfg=dict(point_cloud_range=point_cloud_range, grid_size=grid_size),
-    test_cfg=dict(post_center_limit_range=[-30., -30., -10., 30., 30., 10.]))
+    test_cfg=dict(point_cloud_range=point_cloud_range,
+                  post_center_limit_range=[-30., -30., -10., 30., 30., 10.]))
 
 load_points = dict(type='LoadPointsFromFile', coord_type='LIDAR', load_dim=6, use_dim=5,
                    norm_intensity=True, norm_elongation=True)

@@ -1,6 +1,7 @@
 """ScatterFormer BEV part: ``CascadeDEDBackbone`` and ``CenterHeadIoU`` (CPU, small maps)."""
 import logging
 import math
+import os.path as osp
 
 import pytest
 import torch
@@ -381,3 +382,31 @@ def test_predict_runs_on_network_output():
         assert set(res.labels_3d.tolist()) == {0, 1, 2}  # class-specific NMS keeps every class
         assert (res.scores_3d >= 0).all() and (res.scores_3d[:-1] >= res.scores_3d[1:]).all()
         assert torch.isfinite(res.bboxes_3d.tensor).all()
+
+
+def test_geometry_without_train_cfg_comes_from_test_cfg():
+    """mmdet3d's init_model (tools/demo.py, inference_detector) builds the model with
+    train_cfg=None: the boxes must still decode on the config's grid, not the Waymo default
+    (the sample's demo drew 1 box of score 0.27 where tools/test.py found the cars)."""
+    geo = dict(point_cloud_range=PC_RANGE, voxel_size=[0.32, 0.32, 0.1875], out_size_factor=2)
+    head = CenterHeadIoU(in_channels=16, train_cfg=None, test_cfg=geo)
+    assert list(head.bbox_coder.pc_range) == PC_RANGE[:2]
+    assert head.train_cfg['point_cloud_range'] == PC_RANGE
+    with pytest.raises(ValueError, match=r'train_cfg.point_cloud_range = .* but test_cfg'):
+        CenterHeadIoU(in_channels=16, train_cfg=TRAIN_CFG,
+                      test_cfg={**geo, 'point_cloud_range': [-20.0, -20.0, -2.0, 20.0, 20.0, 4.0]})
+
+
+@pytest.mark.parametrize('config', ['scatterformer_sample-waymo.py', 'scatterformer_nuscenes.py',
+                                    'scatterformer_8xb4-24e_waymo-3d-3class.py'])
+def test_config_decodes_on_its_grid_without_train_cfg(config):
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+    root = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+    cfg = Config.fromfile(osp.join(root, 'configs/scatterformer', config))
+    init_default_scope('mmdet3d')
+    expected = list(cfg.model.train_cfg.point_cloud_range[:2])
+    head_cfg = dict(cfg.model.bbox_head, train_cfg=None, test_cfg=cfg.model.test_cfg)
+    head = MODELS.build(head_cfg)
+    assert list(head.bbox_coder.pc_range) == expected
+    assert list(head.bbox_coder.voxel_size) == list(cfg.model.train_cfg.voxel_size[:2])

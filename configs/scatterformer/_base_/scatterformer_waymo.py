@@ -51,7 +51,8 @@ model = dict(
         point_cloud_range=point_cloud_range, voxel_size=voxel_size, grid_size=grid_size,
         out_size_factor=2, gaussian_overlap=0.1, min_radius=2, max_objs=500, dense_reg=1,
         code_weights=[1.0] * 8),
-    test_cfg=dict(
+    test_cfg=dict(  # the geometry again: mmdet3d's init_model (demo) drops train_cfg
+        point_cloud_range=point_cloud_range, voxel_size=voxel_size, out_size_factor=2,
         score_threshold=0.1, post_center_limit_range=[-80., -80., -10., 80., 80., 10.],
         max_num=500, nms_type='rotate', nms_thr=[0.75, 0.6, 0.55], pre_max_size=4096,
         post_max_size=500, iou_rectifier=[0.68, 0.71, 0.65]))

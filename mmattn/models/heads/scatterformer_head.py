@@ -20,6 +20,7 @@ All rotated-box operations use mmcv's CPU-capable ``box_iou_rotated`` / ``nms_ro
 import copy
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
+import numpy as np
 import torch
 import torch.nn as nn
 from mmcv.ops import box_iou_rotated, nms_rotated
@@ -102,6 +103,22 @@ def rectify_scores(scores: Tensor, iou_preds: Tensor, labels: Tensor,
     return scores.pow(1 - alpha) * iou.pow(alpha)
 
 
+GEOMETRY_KEYS = ('point_cloud_range', 'voxel_size', 'out_size_factor')
+
+
+def _geometry(train_cfg: dict, test_cfg: dict, default: dict) -> dict:
+    """``point_cloud_range`` / ``voxel_size`` / ``out_size_factor`` from train_cfg, else test_cfg,
+    else ``default`` (the official Waymo values); given in both, they must agree."""
+    out = {}
+    for key in GEOMETRY_KEYS:
+        a, b = train_cfg.get(key), test_cfg.get(key)
+        if a is not None and b is not None and \
+                [float(v) for v in np.atleast_1d(a)] != [float(v) for v in np.atleast_1d(b)]:
+            raise ValueError(f'CenterHeadIoU: train_cfg.{key} = {a} but test_cfg.{key} = {b}')
+        out[key] = a if a is not None else b if b is not None else default[key]
+    return out
+
+
 def _per_class(value, num_classes: int) -> List:
     if isinstance(value, (list, tuple)):
         assert len(value) == num_classes, f'expected {num_classes} per-class values, got {value}'
@@ -155,7 +172,10 @@ class CenterHeadIoU(CenterHead):
         train_cfg (dict): ``point_cloud_range``, ``voxel_size``, ``grid_size``,
             ``out_size_factor``, ``gaussian_overlap``, ``min_radius``, ``max_objs``,
             ``dense_reg``, ``code_weights`` (8 values).
-        test_cfg (dict): ``score_threshold``, ``post_center_limit_range``, ``max_num`` (top-K),
+        test_cfg (dict): the geometry (``point_cloud_range``, ``voxel_size``,
+            ``out_size_factor``) where ``train_cfg`` is absent (mmdet3d's ``init_model`` drops it;
+            given in both, they must agree), ``score_threshold``, ``post_center_limit_range``,
+            ``max_num`` (top-K),
             ``nms_thr`` / ``pre_max_size`` / ``post_max_size`` (scalars or per-class lists),
             ``iou_rectifier`` (per-class alpha; ``None`` disables rectification). When absent,
             ``max_num`` / ``score_threshold`` / ``post_center_limit_range`` come from the
@@ -206,15 +226,19 @@ class CenterHeadIoU(CenterHead):
         # top-K / score threshold / centre range: test_cfg if given, else the bbox_coder's
         coder_test = dict(score_threshold=0.1, max_num=500,
                           post_center_limit_range=[-80., -80., -10., 80., 80., 10.])
-        train_cfg = {**default_train, **(dict(train_cfg) if train_cfg else {})}
+        # the BEV geometry decodes boxes too: test_cfg may carry it, as mmdet3d's init_model
+        # (tools/demo.py, inference_detector) builds the model with train_cfg=None
+        geometry = _geometry(dict(train_cfg) if train_cfg else {},
+                             dict(test_cfg) if test_cfg else {}, default_train)
+        train_cfg = {**default_train, **geometry, **(dict(train_cfg) if train_cfg else {})}
         test_cfg = {**default_test, **(dict(test_cfg) if test_cfg else {})}
         if bbox_coder is None:
             coder_test = {**coder_test, **{k: test_cfg[k] for k in coder_test if k in test_cfg}}
             bbox_coder = dict(
                 type='mmdet3d.CenterPointBBoxCoder',
-                pc_range=list(train_cfg['point_cloud_range'][:2]),
-                voxel_size=list(train_cfg['voxel_size'][:2]),
-                out_size_factor=train_cfg['out_size_factor'],
+                pc_range=list(geometry['point_cloud_range'][:2]),
+                voxel_size=list(geometry['voxel_size'][:2]),
+                out_size_factor=geometry['out_size_factor'],
                 post_center_range=list(coder_test['post_center_limit_range']),
                 max_num=coder_test['max_num'], score_threshold=coder_test['score_threshold'],
                 code_size=7)
