@@ -1,7 +1,7 @@
 """ScatterFormer end to end on the bundled Waymo sample: a short run of the sample config (all 32
 training frames, GT sampling, the one-cycle schedule over ITERS iterations) lowers the loss and
-detects on the 6 validation frames (non-zero L1 AP); tools/test.py evaluates with the Waymo metric
-and draws BEV PNGs, tools/demo.py draws a point file."""
+detects on the first 6 validation frames (non-zero L1 AP); tools/test.py evaluates with the Waymo
+metric and draws BEV PNGs, tools/demo.py draws a point file, analyze_3d_boxes.py splits the AP."""
 import glob
 import os.path as osp
 
@@ -22,7 +22,8 @@ ITERS = 240
 @pytest.fixture(scope='module')
 def trained(tmp_path_factory):
     """ITERS iterations on the 32 training frames (batch 2, GT sampling and augmentation on, the
-    sample config's one-cycle schedule compressed to ITERS), then validation on the 6 val frames."""
+    sample config's one-cycle schedule compressed to ITERS), then validation on the first 6 val
+    frames (one segment)."""
     work = str(tmp_path_factory.mktemp('scatterformer'))
     cfg = iter_config(LIDAR_CONFIG, work, ITERS, num_train=32, num_val=6, batch_size=2)
     cfg.param_scheduler = one_cycle_schedule(cfg.optim_wrapper.optimizer.lr, ITERS)
@@ -89,6 +90,29 @@ def test_demo_draws_bev_png_with_ground_truth(trained, tmp_path):
         counts.append(_limegreen_pixels(osp.join(out, stem + '.png')))
     # the ground-truth boxes (limegreen outlines) appear only with --ann-file
     assert counts[1] > counts[0] + 50, counts
+
+
+def test_analyze_3d_boxes_on_the_checkpoint(trained, tmp_path):
+    """tools/analysis_tools/analyze_3d_boxes.py: AP as scored, with oracle ranking and with the
+    rectifier swept, and the nearest-box errors, on the 6 val frames the fixture validated on."""
+    import importlib.util
+    work, _, _ = trained
+    spec = importlib.util.spec_from_file_location(
+        'analyze_3d_boxes', osp.join(ROOT, 'tools/analysis_tools/analyze_3d_boxes.py'))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    out = tool.main([LIDAR_CONFIG, osp.join(work, f'iter_{ITERS}.pth'), '--max-frames', '6',
+                     '--alphas', '0', '1', '--work-dir', str(tmp_path),
+                     '--cfg-options', 'test_dataloader.num_workers=0',
+                     'test_dataloader.persistent_workers=False'])
+    assert set(out['ap']) == {'as scored', 'oracle ranking', 'rectifier alpha 0',
+                              'rectifier alpha 1'}
+    for res in out['ap'].values():
+        assert 0 <= res['Waymo/Pedestrian/L1 AP'] <= 1
+    # the 240-iteration model finds pedestrians (see test_short_run_detects_on_the_val_split)
+    assert out['ap']['oracle ranking']['Waymo/Pedestrian/L1 AP'] > 0
+    assert out['errors']['Pedestrian']['n'] > 0
+    assert set(out['errors']['Pedestrian']['fixed']) == {'xy', 'z', 'l', 'w', 'h', 'yaw'}
 
 
 def test_demo_rejects_a_bad_point_file(tmp_path):
