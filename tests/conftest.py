@@ -11,6 +11,27 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault('TRITON_INTERPRET', '1')
 
+from mmattn.testing.threads import cpu_threads  # noqa: E402  (after TRITON_INTERPRET)
+
+if 'PYTEST_XDIST_WORKER' in os.environ:
+    # ``make test`` runs one pytest-xdist worker per core: each worker and the tools it starts
+    # as subprocesses get their share of the cores instead of all of them.
+    torch.set_num_threads(cpu_threads())
+    for var in ('OMP_NUM_THREADS', 'MKL_NUM_THREADS'):
+        os.environ[var] = str(cpu_threads())
+
+# The files with the longest runs (minutes of module fixtures) are collected first, so that with
+# ``--dist loadfile`` a worker starts them at once instead of finishing the suite alone on them.
+LONGEST_FIRST = ('test_scatterformer_e2e.py', 'test_train_resume.py', 'test_compile_export.py',
+                 'test_bad_inputs.py', 'test_sdanet_sample.py', 'test_biformer_train.py')
+
+
+def pytest_collection_modifyitems(session, config, items):
+    def rank(item):
+        name = os.path.basename(str(item.fspath))
+        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+    items.sort(key=rank)  # stable: the order within a file and among the others is kept
+
 
 @pytest.fixture(autouse=True)
 def _restore_torch_threads():

@@ -77,7 +77,7 @@ def max_rel_error(got, expected) -> float:
     for g, e in zip(got, expected):
         if tuple(g.shape) != tuple(e.shape):
             raise AssertionError(f'shape {tuple(g.shape)}, expected {tuple(e.shape)}')
-        err = float((g.detach().float() - e.float()).abs().max())
+        err = float((g.detach().double() - e.double()).abs().max())
         rel = err / (float(e.abs().max()) + 1e-12)
         if rel != rel:  # NaN: max() would drop it
             return float('nan')

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from mmattn.models.backbones.swin_family import AgentSwinTransformer, SwinBlock
 from mmattn.models.layers.agent_attention import AgentAttention
-from mmattn.testing import max_rel_error
+from mmattn.testing import cpu_threads, max_rel_error
 from mmattn.testing.runs import short_run_config
 
 from swin_family_common import (  # noqa: F401  (shared tests, run for this family)
@@ -154,7 +154,7 @@ def test_swin_block_rejects_bad_config():
 def test_sample_config_trains_two_iterations(config, tmp_path):
     import mmattn  # noqa: F401  (config compatibility patches)
     from mmattn.utils.runner import build_runner
-    torch.set_num_threads(2)
+    torch.set_num_threads(cpu_threads())
     cfg = short_run_config(osp.join(REPO, config), tmp_path, num_val=1)
     runner = build_runner(cfg)
     backbone = runner.model.backbone

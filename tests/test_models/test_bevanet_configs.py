@@ -9,6 +9,7 @@ import torch
 
 import mmattn  # noqa: F401  (config compatibility patches: mmseg:: bases)
 from mmattn.testing.runs import short_run_config
+from mmattn.testing.threads import cpu_threads
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIGS = osp.join(REPO, 'configs', 'bevanet')
@@ -119,7 +120,7 @@ def test_training_pipeline_on_a_sample_image():
 def test_sample_config_trains_two_iterations(tmp_path):
     from mmattn.models.backbones.bevanet import BEVANet
     from mmattn.utils.runner import build_runner
-    torch.set_num_threads(2)
+    torch.set_num_threads(cpu_threads())
     runner = build_runner(short_run_config(osp.join(CONFIGS, 'bevanet-s_sample-cityscapes.py'),
                                             str(tmp_path)))
     backbone = runner.model.backbone

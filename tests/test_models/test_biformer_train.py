@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from mmattn.testing.runs import short_run_config
+from mmattn.testing.threads import cpu_threads
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
@@ -18,7 +19,7 @@ REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 def test_sample_config_trains_two_iterations(config, tmp_path):
     import mmattn  # noqa: F401  (config compatibility patches)
     from mmattn.utils.runner import build_runner
-    torch.set_num_threads(2)
+    torch.set_num_threads(cpu_threads())
     runner = build_runner(short_run_config(osp.join(REPO, config), str(tmp_path), val_batch_size=2,
                                            validate=False))
     backbone = runner.model.backbone

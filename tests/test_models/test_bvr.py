@@ -8,7 +8,7 @@ from typing import Optional
 import pytest
 import torch
 
-from mmattn.testing import load_fixture, max_rel_error, state_dict_from_fixture
+from mmattn.testing import cpu_threads, load_fixture, max_rel_error, state_dict_from_fixture
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 HEAD_FIXTURE = osp.join(REPO, 'tests', 'data', 'bvr', 'bvr_retinanet_head.pt')
@@ -425,7 +425,7 @@ def test_sample_config_trains_with_falling_losses_and_predicts(tmp_path):
     import mmattn  # noqa: F401
     from mmattn.testing.runs import short_run_config
     from mmattn.utils.runner import build_runner
-    torch.set_num_threads(2)
+    torch.set_num_threads(cpu_threads())
     cfg = short_run_config(osp.join(REPO, 'configs', 'bvr', 'bvr-fcos_r18_fpn_sample-coco.py'),
                            str(tmp_path), iters=20, num_train=4, batch_size=2, validate=False)
     pipeline = []

@@ -11,6 +11,7 @@ import mmattn  # noqa: F401  (config compatibility patches: mmdet:: / mmseg:: ba
 from mmattn.models.backbones.poolformer import PoolFormer
 from mmattn.testing.marks import fast_first
 from mmattn.testing.runs import short_run_config
+from mmattn.testing.threads import cpu_threads
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 FULL = sorted(p for p in glob.glob(osp.join(REPO, 'configs/poolformer/*.py')) if 'sample' not in p)
@@ -84,7 +85,7 @@ def test_full_config_loads_official_classifier(path, tmp_path):
 @pytest.mark.parametrize('path', SAMPLE, ids=osp.basename)
 def test_sample_config_trains_two_iterations(path, tmp_path):
     from mmattn.utils.runner import build_runner
-    torch.set_num_threads(2)
+    torch.set_num_threads(cpu_threads())
     runner = build_runner(short_run_config(path, str(tmp_path)))
     backbone = runner.model.backbone
     assert isinstance(backbone, PoolFormer) and backbone.init_cfg is None

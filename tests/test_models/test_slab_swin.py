@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from mmattn.models.backbones.swin_family import SLABSwinTransformer, convert_slab_swin
 from mmattn.models.layers.linear_attention import SimplifiedLinearAttention
 from mmattn.models.layers.prepbn import LinearNorm, RepBN, TokenBatchNorm, switch_to_deploy
-from mmattn.testing import max_rel_error, state_dict_from_fixture
+from mmattn.testing import cpu_threads, max_rel_error, state_dict_from_fixture
 from mmattn.testing.runs import short_run_config
 
 from swin_family_common import (  # noqa: F401  (shared tests, run for this family)
@@ -218,7 +218,7 @@ def test_simplified_linear_attention_module():
 def test_sample_config_trains_two_iterations(config, tmp_path):
     import mmattn  # noqa: F401  (config compatibility patches)
     from mmattn.utils.runner import build_runner
-    torch.set_num_threads(2)
+    torch.set_num_threads(cpu_threads())
     cfg = short_run_config(osp.join(REPO, config), tmp_path, num_val=1)
     runner = build_runner(cfg)
     backbone = runner.model.backbone
