@@ -246,8 +246,9 @@ def test_detector_is_built_from_mmdet3d_slots(detector):
     assert isinstance(detector.backbone, CascadeDEDBackbone)
     # the slots compute what the points-in stack computes with the same weights
     stack = ScatterFormerBackbone(point_cloud_range=[-25.6, -25.6, -2.0, 25.6, 25.6, 4.0],
-                                  voxel_size=VS, dim=32, num_heads=2, depths=(1, 1),
-                                  win_size=12, pool_heads=2)
+                                  voxel_size=detector.voxel_encoder.voxel_size, dim=32,
+                                  num_heads=2, depths=(1, 1), win_size=12, pool_heads=2,
+                                  stem_blocks=len(detector.middle_encoder.cpe.blocks))
     stack.vfe.load_state_dict(detector.voxel_encoder.state_dict())
     missing = stack.load_state_dict(detector.middle_encoder.state_dict(), strict=False)
     assert not missing.unexpected_keys and missing.missing_keys

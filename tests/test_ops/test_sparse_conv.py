@@ -3,8 +3,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from mmattn.ops import sparse_conv
 from mmattn.ops.sparse_conv import (SparseConv3d, SparseVoxels, SubMConv3d, SubMDepthwiseConv3d,
                                     choose_sparse_backend, sparse_backend_checks, subm_rulebook)
+
+
+@pytest.fixture(params=['table', 'search'], autouse=True)
+def lookup(request, monkeypatch):
+    """Every test with both site lookups of the rule books: the dense table (grids up to
+    ``DENSE_LOOKUP_CELLS`` cells) and the binary search over sorted keys (larger grids)."""
+    if request.param == 'search':
+        monkeypatch.setattr(sparse_conv, 'DENSE_LOOKUP_CELLS', 0)
+    return request.param
 
 
 def random_sites(batch: int = 2, shape=(5, 9, 11), n: int = 60, channels: int = 4,
@@ -160,3 +170,17 @@ def test_backend_choice_and_reasons():
         SubMConv3d(4, 4, backend='cuda')
     order = [name for name, _ in sparse_backend_checks(torch.zeros(1, 1, device='meta'))]
     assert order == ['spconv', 'rulebook', 'mmcv']  # auto never reaches mmcv
+
+
+def test_dense_table_and_binary_search_build_the_same_rule_books(monkeypatch):
+    sp = random_sites(batch=3, shape=(6, 13, 17), n=400)
+    kw = dict(batch_size=3)
+    table = [sparse_conv.subm_rulebook(sp.coords, sp.spatial_shape, (3, 3, 3), **kw),
+             sparse_conv.strided_rulebook(sp.coords, sp.spatial_shape, 3, 2, 1, **kw)]
+    monkeypatch.setattr(sparse_conv, 'DENSE_LOOKUP_CELLS', 0)
+    search = [sparse_conv.subm_rulebook(sp.coords, sp.spatial_shape, (3, 3, 3), **kw),
+              sparse_conv.strided_rulebook(sp.coords, sp.spatial_shape, 3, 2, 1, **kw)]
+    assert torch.equal(table[0], search[0]) and (table[0] >= 0).sum() > 400  # neighbours found
+    for a, b in zip(table[1][::2], search[1][::2]):
+        assert torch.equal(a, b)
+    assert table[1][1] == search[1][1]

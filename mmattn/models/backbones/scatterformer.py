@@ -327,9 +327,25 @@ class AttnPillarPool(nn.Module):
         kv = kv.index_put((inv, c[:, 1]), x.features)
         pad = torch.ones(num, self.pillar_size, dtype=torch.bool, device=c.device)
         pad[inv, c[:, 1]] = False
-        keys = kv + self.z_embed.weight[None]
-        out, _ = self.attn(query[:, None], keys, kv, key_padding_mask=pad, need_weights=False)
-        return self.norm(out[:, 0] + query), pillars
+        return self.norm(self._attend(query, kv + self.z_embed.weight[None], kv, pad) + query), \
+            pillars
+
+    def _attend(self, query: Tensor, keys: Tensor, values: Tensor, pad: Tensor) -> Tensor:
+        """``self.attn(query[:, None], keys, values, key_padding_mask=pad)[0][:, 0]`` written as
+        products and sums over the few z slots (``nn.MultiheadAttention``'s math and weights,
+        without dropout, which the module does not use): query ``[N, C]``, keys / values
+        ``[N, P, C]``, pad ``[N, P]`` -> ``[N, C]``; on a CPU faster than its SDPA call for P <= 8
+        (configs/scatterformer/README.md, "Training on the sample")."""
+        attn = self.attn
+        n, p, c = keys.shape
+        h = attn.num_heads
+        wq, wk, wv = attn.in_proj_weight.chunk(3)
+        bq, bk, bv = attn.in_proj_bias.chunk(3)
+        q = F.linear(query, wq, bq).view(n, 1, h, c // h) * (c // h)**-0.5
+        k = F.linear(keys, wk, bk).view(n, p, h, c // h)
+        v = F.linear(values, wv, bv).view(n, p, h, c // h)
+        w = (q * k).sum(-1).masked_fill(pad[..., None], float('-inf')).softmax(1)  # [N, P, H]
+        return attn.out_proj((w[..., None] * v).sum(1).reshape(n, c))
 
 
 @MODELS.register_module()
@@ -343,6 +359,7 @@ class ScatterFormerMiddleEncoder(BackboneMixin, BaseModule):
         sparse_shape: ``(Z + 1, Y, X)`` of the voxel grid (OpenPCDet pads z by one).
         dim, num_heads, depths, win_size: transformer width, heads, layers per stage, window side.
         pool_heads: heads of the pillar pooling attention.
+        stem_blocks: residual blocks of the sparse stem (official: 3).
         sla_backend: ``'auto' | 'reference' | 'torch' | 'triton'`` for every SLA layer.
         sparse_conv_backend: ``'auto' | 'spconv' | 'mmcv' | 'rulebook'`` for the stem and
             down-sampling convs (:mod:`mmattn.ops.sparse_conv`; CWI's depthwise convs always use
@@ -367,6 +384,7 @@ class ScatterFormerMiddleEncoder(BackboneMixin, BaseModule):
                  depths: Sequence[int] = (3, 3),
                  win_size: int = 12,
                  pool_heads: int = 8,
+                 stem_blocks: int = 3,
                  sla_backend: str = 'auto',
                  sparse_conv_backend: str = 'auto',
                  norm_momentum: float = 0.01,
@@ -380,7 +398,7 @@ class ScatterFormerMiddleEncoder(BackboneMixin, BaseModule):
         self.frozen_stages = self._check_frozen_stages(frozen_stages, len(depths))
         self.norm_eval = norm_eval
         self.sparse_shape = tuple(int(v) for v in sparse_shape)
-        self.cpe = CPE(in_channels, dim, backend=sparse_conv_backend)
+        self.cpe = CPE(in_channels, dim, stem_blocks, backend=sparse_conv_backend)
         self.stages = nn.ModuleList(
             ScatterFormerStage(dim, d, num_heads, win_size, i, sla_backend)
             for i, d in enumerate(depths))

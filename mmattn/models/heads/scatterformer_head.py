@@ -25,7 +25,7 @@ import torch
 import torch.nn as nn
 from mmcv.ops import box_iou_rotated, nms_rotated
 from mmdet3d.models.dense_heads.centerpoint_head import CenterHead
-from mmdet3d.models.utils import draw_heatmap_gaussian, gaussian_radius
+from mmdet3d.models.utils import draw_heatmap_gaussian
 from mmdet3d.structures import LiDARInstance3DBoxes
 from mmengine.structures import InstanceData
 from torch import Tensor
@@ -51,6 +51,23 @@ def _bev_xywhr(boxes: Tensor) -> Tensor:
     """(x, y, l, w, yaw) for mmcv rotated ops; mmcv's default ``clockwise=True`` matches the
     counter-clockwise LiDAR yaw (the length axis points along (cos yaw, sin yaw))."""
     return boxes[:, [0, 1, 3, 4, 6]].float().contiguous()
+
+
+def gaussian_radius_cornernet(height: Tensor, width: Tensor, min_overlap: float) -> Tensor:
+    """mmdet3d's ``gaussian_radius((height, width), min_overlap)`` (CornerNet's radius, the
+    smallest of three cases; the same float operations) for tensors of boxes at once, where
+    mmdet3d's takes one box (its Python ``min`` cannot compare tensors of several elements)."""
+    b1 = height + width
+    c1 = width * height * (1 - min_overlap) / (1 + min_overlap)
+    r1 = (b1 + torch.sqrt(b1**2 - 4 * c1)) / 2
+    b2 = 2 * (height + width)
+    c2 = (1 - min_overlap) * width * height
+    r2 = (b2 + torch.sqrt(b2**2 - 16 * c2)) / 2
+    a3 = 4 * min_overlap
+    b3 = -2 * min_overlap * (height + width)
+    c3 = (min_overlap - 1) * width * height
+    r3 = (b3 + torch.sqrt(b3**2 - 4 * a3 * c3)) / 2
+    return torch.minimum(torch.minimum(r1, r2), r3)
 
 
 def paired_boxes_iou3d(boxes_a: Tensor, boxes_b: Tensor, eps: float = 1e-6) -> Tensor:
@@ -308,6 +325,9 @@ class CenterHeadIoU(CenterHead):
         return tuple(torch.stack(t) for t in zip(*outs))
 
     def get_targets_single(self, gt_instances_3d: InstanceData) -> Tuple[Tensor, ...]:
+        """One sample's targets (see :meth:`get_targets`), every box at once: slot ``k`` holds box
+        ``k`` (the first ``max_objs``); boxes with a label outside the classes or a non-positive
+        length / width keep a zero slot with mask 0. Only the Gaussians are drawn box by box."""
         cfg = self.train_cfg
         labels = gt_instances_3d.labels_3d
         bboxes = gt_instances_3d.bboxes_3d
@@ -326,31 +346,29 @@ class CenterHeadIoU(CenterHead):
         ind = labels.new_zeros(max_objs, dtype=torch.long)
         mask = labels.new_zeros(max_objs, dtype=torch.uint8)
 
-        for k in range(min(boxes.shape[0], max_objs)):
-            cls_id = int(labels[k])
-            if not 0 <= cls_id < self.num_cls:
-                continue
-            box = boxes[k]
-            length = box[3] / vx / stride
-            width = box[4] / vy / stride
-            if not (length > 0 and width > 0):
-                continue
-            radius = gaussian_radius((width, length), min_overlap=cfg['gaussian_overlap'])
-            radius = max(cfg['min_radius'], int(radius))
-            # OpenPCDet clamps centres into the map instead of dropping them
-            cx = ((box[0] - pcx) / vx / stride).clamp(min=0, max=fm_w - 0.5)
-            cy = ((box[1] - pcy) / vy / stride).clamp(min=0, max=fm_h - 0.5)
-            center = torch.stack([cx, cy]).float()
-            center_int = center.to(torch.int32)
-            draw_heatmap_gaussian(heatmap[cls_id], center_int, radius)
-            ix, iy = int(center_int[0]), int(center_int[1])
-            ind[k] = iy * fm_w + ix
-            mask[k] = 1
-            dims = box[3:6].log() if self.norm_bbox else box[3:6]
-            anno_box[k] = torch.cat([
-                center - center_int.to(center.dtype), box[2:3], dims,
-                torch.cos(box[6:7]), torch.sin(box[6:7])])
-            gt_src[k] = box
+        n = min(boxes.shape[0], max_objs)
+        boxes, labels = boxes[:n], labels[:n]
+        length = boxes[:, 3] / vx / stride
+        width = boxes[:, 4] / vy / stride
+        valid = (labels >= 0) & (labels < self.num_cls) & (length > 0) & (width > 0)
+        radius = gaussian_radius_cornernet(width, length, cfg['gaussian_overlap'])
+        radius = radius.nan_to_num(0).int().clamp(min=cfg['min_radius'])  # int(): truncation
+        # OpenPCDet clamps centres into the map instead of dropping them
+        cx = ((boxes[:, 0] - pcx) / vx / stride).clamp(min=0, max=fm_w - 0.5)
+        cy = ((boxes[:, 1] - pcy) / vy / stride).clamp(min=0, max=fm_h - 0.5)
+        center = torch.stack([cx, cy], 1).float()
+        center_int = center.to(torch.int32)
+        dims = boxes[:, 3:6].log() if self.norm_bbox else boxes[:, 3:6]
+        slots = valid.nonzero()[:, 0]
+        ind[slots] = (center_int[:, 1].long() * fm_w + center_int[:, 0].long())[slots]
+        mask[slots] = 1
+        anno_box[slots] = torch.cat([
+            center - center_int.to(center.dtype), boxes[:, 2:3], dims,
+            torch.cos(boxes[:, 6:7]), torch.sin(boxes[:, 6:7])], 1)[slots].to(anno_box.dtype)
+        gt_src[slots] = boxes[slots]
+        for cls_id, c_int, r in zip(labels[slots].tolist(), center_int[slots].tolist(),
+                                    radius[slots].tolist()):
+            draw_heatmap_gaussian(heatmap[cls_id], c_int, r)
         return heatmap, anno_box, ind, mask, gt_src
 
     # ------------------------------------------------------------------ losses
