@@ -6,8 +6,8 @@
 # +-25.6 m range. BatchNorm momentum 0.1 instead of the official 0.01: with 0.01 the running
 # statistics are still far from the batch statistics after a few hundred iterations and the
 # eval-mode heatmap is ~0 (README, "Why the sample's validation AP was 0").
-# 100 epochs (1600 iterations, ~21 min on 2 CPU cores): val vehicle L1 AP 0.645; 75 epochs
-# (1200 iterations, 15.8 min) gave 0.477 (README, "Training on the sample").
+# 100 epochs (1600 iterations, 18-21 min on 2 CPU cores): val vehicle L1 AP 0.645 / 0.761 in two
+# runs; 75 epochs (1200 iterations, 15.8 min) gave 0.477 (README, "Training on the sample").
 _base_ = ['./scatterformer_8xb4-24e_waymo-3d-3class.py']
 
 data_root = 'data/waymo_sample/kitti_format/'
