@@ -68,8 +68,8 @@ class SparseVoxels:
         coords: ``[N, 4]`` int64 ``(b, z, y, x)``.
         spatial_shape: ``(Z, Y, X)``.
         batch_size: ``B``.
-        rulebooks: cache of rule books (:class:`RulebookPairs`) by key, shared by convs that
-            reuse a key on the same sites.
+        rulebooks: cache of rule books (:class:`RulebookPairs`) of these sites by kernel size,
+            shared by every submanifold conv on them.
     """
     features: Tensor
     coords: Tensor
@@ -145,8 +145,12 @@ def _pack_taps(b: Tensor, zyx: Tensor, spatial_shape: Sequence[int]) -> Tensor:
 
 def subm_rulebook(coords: Tensor, spatial_shape: Sequence[int], kernel_size: IntTriple,
                   dilation: IntTriple = 1, batch_size: Optional[int] = None) -> Tensor:
-    """Neighbour table of a submanifold conv (``batch_size``: ``coords[:, 0] < batch_size``, lets
-    small grids use a dense lookup table).
+    """Neighbour table of a submanifold conv on distinct sites (``batch_size``:
+    ``coords[:, 0] < batch_size``, lets small grids use a dense lookup table).
+
+    Only the taps before the centre are looked up: site ``j`` is tap ``k``'s neighbour of ``i``
+    exactly when ``i`` is the mirrored tap ``K - 1 - k``'s neighbour of ``j``, and the centre tap
+    is each site itself.
 
     Returns:
         ``[K, N]`` int64: for tap ``k`` and output site ``i``, the input row at
@@ -156,14 +160,22 @@ def subm_rulebook(coords: Tensor, spatial_shape: Sequence[int], kernel_size: Int
     if any(k % 2 == 0 for k in ks):
         raise ValueError(f'subm_rulebook: kernel_size {ks} must be odd (centre-aligned)')
     c = coords.long()
-    dev = c.device
+    dev, n = c.device, c.shape[0]
+    num_taps = math.prod(ks)
+    half = num_taps // 2
     shape = torch.tensor(list(spatial_shape), device=dev)
-    taps = (_offsets(ks, dev) - torch.tensor(ks, device=dev) // 2) * torch.tensor(dil, device=dev)
-    zyx = c[None, :, 1:] + taps[:, None]  # [K, N, 3]: every tap at once
+    taps = _offsets(ks, dev)[:half] - torch.tensor(ks, device=dev) // 2
+    taps = taps * torch.tensor(dil, device=dev)
+    zyx = c[None, :, 1:] + taps[:, None]  # [K // 2, N, 3]: the taps before the centre at once
     inside = ((zyx >= 0) & (zyx < shape)).all(-1)
     idx = _lookup(pack_coords(c, spatial_shape), _pack_taps(c[:, 0], zyx, spatial_shape).view(-1),
                   _num_cells(batch_size, spatial_shape))
-    return torch.where(inside, idx.view(inside.shape), -1)
+    rulebook = torch.full((num_taps, n), -1, dtype=torch.long, device=dev)
+    rulebook[:half] = torch.where(inside, idx.view(inside.shape), -1)
+    rulebook[half] = torch.arange(n, device=dev)
+    tap, site = (rulebook[:half] >= 0).nonzero(as_tuple=True)
+    rulebook[num_taps - 1 - tap, rulebook[tap, site]] = site
+    return rulebook
 
 
 def strided_rulebook(coords: Tensor, spatial_shape: Sequence[int], kernel_size: IntTriple,
@@ -221,16 +233,15 @@ class RulebookPairs:
         return cls(tap, out_rows, rulebook[tap, out_rows], counts, rulebook.shape[1])
 
 
-def _subm_pairs(x: 'SparseVoxels', kernel_size: Tuple[int, int, int],
-                indice_key: Optional[str]) -> RulebookPairs:
-    """The submanifold rule book of ``x``'s sites, cached on ``x`` when ``indice_key`` is set."""
-    key = f'subm:{indice_key}:{kernel_size}' if indice_key else None
-    pairs = x.rulebooks.get(key) if key else None
+def _subm_pairs(x: 'SparseVoxels', kernel_size: Tuple[int, int, int]) -> RulebookPairs:
+    """The submanifold rule book of ``x``'s sites, cached on ``x`` by kernel size: it depends on
+    the sites and the kernel only, so convs with different ``indice_key`` s share it."""
+    key = f'subm:{kernel_size}'
+    pairs = x.rulebooks.get(key)
     if pairs is None:
         pairs = RulebookPairs.from_rulebook(
             subm_rulebook(x.coords, x.spatial_shape, kernel_size, batch_size=x.batch_size))
-        if key:
-            x.rulebooks[key] = pairs
+        x.rulebooks[key] = pairs
     return pairs
 
 
@@ -416,7 +427,7 @@ class SubMConv3d(_SparseConvBase):
         backend = choose_sparse_backend(self.backend, x.features, self._needs_grad(x))
         if backend != 'rulebook':
             return _library_conv(backend, self, x, subm=True)
-        pairs = _subm_pairs(x, self.kernel_size, self.indice_key)
+        pairs = _subm_pairs(x, self.kernel_size)
         out = _conv_by_rulebook(x.features, pairs, self._weight_kio())
         if self.bias is not None:
             out = out + self.bias
@@ -464,7 +475,7 @@ class SubMDepthwiseConv3d(nn.Module):
         if features.dim() != 2 or features.shape[1] != self.channels:
             raise ValueError(f'SubMDepthwiseConv3d: features of shape {tuple(features.shape)}, '
                              f'expected [N, {self.channels}]')
-        pairs = _subm_pairs(sites, self.kernel_size, self.indice_key)
+        pairs = _subm_pairs(sites, self.kernel_size)
         w = self.weight.reshape(-1, self.channels)
         out = features.new_zeros(features.shape)
         return out.index_add_(0, pairs.out_rows, features.index_select(0, pairs.in_rows)

@@ -1,4 +1,6 @@
 """Sparse convs vs dense ``F.conv3d`` sampled at the active sites (the oracle)."""
+import itertools
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -83,7 +85,10 @@ def test_empty_and_cache():
     sp = SparseVoxels(torch.zeros(0, 4), torch.zeros(0, 4, dtype=torch.long), (4, 4, 4), 1)
     assert SubMConv3d(4, 2, 3, indice_key='a')(sp).features.shape == (0, 2)
     assert SparseConv3d(4, 2, 3, 2, 1)(sp).features.shape == (0, 2)
-    assert 'subm:a:(3, 3, 3)' in sp.rulebooks
+    assert list(sp.rulebooks) == ['subm:(3, 3, 3)']
+    cached = sp.rulebooks['subm:(3, 3, 3)']
+    SubMConv3d(4, 2, 3, indice_key='b')(sp)  # same sites and kernel: the same rule book
+    assert sp.rulebooks['subm:(3, 3, 3)'] is cached and len(sp.rulebooks) == 1
     rb = subm_rulebook(torch.tensor([[0, 1, 1, 1]]), (3, 3, 3), 3)
     assert rb.shape == (27, 1) and int(rb[13, 0]) == 0 and int((rb >= 0).sum()) == 1
     with pytest.raises(ValueError, match='expected \\[N, 4\\]'):
@@ -170,6 +175,21 @@ def test_backend_choice_and_reasons():
         SubMConv3d(4, 4, backend='cuda')
     order = [name for name, _ in sparse_backend_checks(torch.zeros(1, 1, device='meta'))]
     assert order == ['spconv', 'rulebook', 'mmcv']  # auto never reaches mmcv
+
+
+@pytest.mark.parametrize('kernel_size,dilation', [((3, 3, 3), 1), ((1, 1, 7), 1),
+                                                  ((1, 5, 1), 1), ((3, 1, 5), (2, 1, 2))])
+def test_subm_rulebook_equals_a_lookup_of_every_tap(kernel_size, dilation):
+    # only the taps before the centre are looked up; the rest mirror them: check every tap
+    sp = random_sites(batch=2, shape=(5, 9, 11), n=300)
+    rows = {tuple(r): i for i, r in enumerate(sp.coords.tolist())}
+    rb = subm_rulebook(sp.coords, sp.spatial_shape, kernel_size, dilation, batch_size=2)
+    dil = (dilation, ) * 3 if isinstance(dilation, int) else dilation
+    taps = [[(t - k // 2) * d for t, k, d in zip(tap, kernel_size, dil)]
+            for tap in itertools.product(*(range(k) for k in kernel_size))]
+    expected = [[rows.get((b, z + dz, y + dy, x + dx), -1) for b, z, y, x in sp.coords.tolist()]
+                for dz, dy, dx in taps]
+    assert rb.tolist() == expected and (rb >= 0).sum() > 300
 
 
 def test_dense_table_and_binary_search_build_the_same_rule_books(monkeypatch):
