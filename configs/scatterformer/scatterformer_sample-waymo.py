@@ -7,8 +7,8 @@
 # 0.1 instead of the official 0.01: with 0.01 the running statistics are still far from the batch
 # statistics after a few hundred iterations and the eval-mode heatmap is ~0 (README, "Why the
 # sample's validation AP was 0").
-# 100 epochs (1600 iterations) on 2 CPU cores: val vehicle L1 AP 0.589 / 0.641 in two runs of
-# 791 s / 829 s (README, "Training on the sample").
+# 100 epochs (1600 iterations) on 2 CPU cores: val vehicle L1 AP 0.589 / 0.641 / 0.512 in three
+# runs of 791 s / 829 s / 896 s (README, "Training on the sample").
 _base_ = ['./scatterformer_8xb4-24e_waymo-3d-3class.py']
 
 data_root = 'data/waymo_sample/kitti_format/'
