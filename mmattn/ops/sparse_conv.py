@@ -218,19 +218,27 @@ def strided_rulebook(coords: Tensor, spatial_shape: Sequence[int], kernel_size: 
 @dataclass
 class RulebookPairs:
     """A rule book as ``(output row, input row)`` pairs grouped by tap: ``tap`` ``[P]`` (sorted),
-    ``out_rows`` / ``in_rows`` ``[P]`` int64, ``counts[k]`` pairs of tap ``k``, ``num_out`` rows."""
+    ``out_rows`` / ``in_rows`` ``[P]`` int64, ``counts[k]`` pairs of tap ``k``, ``num_out`` rows.
+    ``identity_tap``: a tap whose pairs are ``(i, i)`` for every row (a submanifold conv's centre),
+    kept out of the pair lists and applied to the features as they are (no gather / scatter)."""
     tap: Tensor
     out_rows: Tensor
     in_rows: Tensor
     counts: List[int]
     num_out: int
+    identity_tap: Optional[int] = None
 
     @classmethod
-    def from_rulebook(cls, rulebook: Tensor) -> 'RulebookPairs':
-        """From ``[K, N]`` input rows per tap and output site (``-1``: no input)."""
-        tap, out_rows = (rulebook >= 0).nonzero(as_tuple=True)
+    def from_rulebook(cls, rulebook: Tensor, identity_tap: Optional[int] = None
+                      ) -> 'RulebookPairs':
+        """From ``[K, N]`` input rows per tap and output site (``-1``: no input); with
+        ``identity_tap``, ``rulebook[identity_tap]`` must be ``arange(N)``."""
+        active = rulebook >= 0
+        if identity_tap is not None:
+            active[identity_tap] = False
+        tap, out_rows = active.nonzero(as_tuple=True)
         counts = torch.bincount(tap, minlength=rulebook.shape[0]).tolist()
-        return cls(tap, out_rows, rulebook[tap, out_rows], counts, rulebook.shape[1])
+        return cls(tap, out_rows, rulebook[tap, out_rows], counts, rulebook.shape[1], identity_tap)
 
 
 def _subm_pairs(x: 'SparseVoxels', kernel_size: Tuple[int, int, int]) -> RulebookPairs:
@@ -239,24 +247,68 @@ def _subm_pairs(x: 'SparseVoxels', kernel_size: Tuple[int, int, int]) -> Ruleboo
     key = f'subm:{kernel_size}'
     pairs = x.rulebooks.get(key)
     if pairs is None:
-        pairs = RulebookPairs.from_rulebook(
-            subm_rulebook(x.coords, x.spatial_shape, kernel_size, batch_size=x.batch_size))
+        rulebook = subm_rulebook(x.coords, x.spatial_shape, kernel_size, batch_size=x.batch_size)
+        pairs = RulebookPairs.from_rulebook(rulebook, identity_tap=rulebook.shape[0] // 2)
         x.rulebooks[key] = pairs
     return pairs
 
 
-def _conv_by_rulebook(x: Tensor, pairs: RulebookPairs, weight: Tensor) -> Tensor:
-    """``out[i] = sum_k x[rulebook[k, i]] @ weight[k]``; weight ``[K, C_in, C_out]``.
+def _tap_slices(counts: List[int]) -> List[Tuple[int, slice]]:
+    """``(tap, rows of its pairs)`` for the taps that have pairs."""
+    out, start = [], 0
+    for k, n in enumerate(counts):
+        if n:
+            out.append((k, slice(start, start + n)))
+        start += n
+    return out
 
-    One gather of every pair's input row, a GEMM per tap on its slice, one scatter-add (the
-    backward of ``index_select`` / ``index_add_`` is ``index_add_`` / ``index_select``, far cheaper
-    on a CPU than advanced indexing's ``index_put_`` with accumulation)."""
-    out = x.new_zeros(pairs.num_out, weight.shape[2])
-    if pairs.tap.numel() == 0:
-        return out
-    rows = x.index_select(0, pairs.in_rows).split(pairs.counts)
-    y = torch.cat([r @ weight[k] for k, r in enumerate(rows) if r.shape[0]])
-    return out.index_add_(0, pairs.out_rows, y)
+
+class _RulebookConv(torch.autograd.Function):
+    """``out[i] = sum_k x[rulebook[k, i]] @ weight[k]`` by gather-GEMM-scatter (the identity tap
+    as one GEMM on ``x``), with the backward written out: the per-tap GEMMs write into one buffer
+    and the weight gradient is filled tap by tap (autograd through ``cat`` / ``weight[k]`` copied
+    every product and zero-filled a full weight gradient per tap)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, pairs: 'RulebookPairs') -> Tensor:
+        taps, centre = _tap_slices(pairs.counts), pairs.identity_tap
+        gathered = x.index_select(0, pairs.in_rows)  # [P, C_in]
+        y = x.new_empty(gathered.shape[0], weight.shape[2])
+        for k, rows in taps:
+            torch.mm(gathered[rows], weight[k], out=y[rows])
+        ctx.save_for_backward(x, gathered, weight)
+        ctx.pairs, ctx.taps = pairs, taps
+        out = x @ weight[centre] if centre is not None else x.new_zeros(pairs.num_out,
+                                                                       weight.shape[2])
+        return out.index_add_(0, pairs.out_rows, y)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out: Tensor) -> Tuple[Optional[Tensor], Optional[Tensor], None]:
+        x, gathered, weight = ctx.saved_tensors
+        pairs, taps, centre = ctx.pairs, ctx.taps, ctx.pairs.identity_tap
+        gy = grad_out.index_select(0, pairs.out_rows)  # [P, C_out]
+        grad_x = grad_w = None
+        if ctx.needs_input_grad[0]:
+            gg = gy.new_empty(gathered.shape)
+            for k, rows in taps:
+                torch.mm(gy[rows], weight[k].t(), out=gg[rows])
+            grad_x = grad_out @ weight[centre].t() if centre is not None else gg.new_zeros(x.shape)
+            grad_x.index_add_(0, pairs.in_rows, gg)
+        if ctx.needs_input_grad[1]:
+            grad_w = weight.new_zeros(weight.shape)  # taps without pairs: 0
+            for k, rows in taps:
+                torch.mm(gathered[rows].t(), gy[rows], out=grad_w[k])
+            if centre is not None:
+                torch.mm(x.t(), grad_out, out=grad_w[centre])
+        return grad_x, grad_w, None
+
+
+def _conv_by_rulebook(x: Tensor, pairs: RulebookPairs, weight: Tensor) -> Tensor:
+    """``out[i] = sum_k x[rulebook[k, i]] @ weight[k]``; weight ``[K, C_in, C_out]``."""
+    if pairs.tap.numel() == 0 and pairs.identity_tap is None:
+        return x.new_zeros(pairs.num_out, weight.shape[2])
+    return _RulebookConv.apply(x, weight, pairs)
 
 
 # ------------------------------------------------------------------------------------ backends
@@ -477,7 +529,7 @@ class SubMDepthwiseConv3d(nn.Module):
                              f'expected [N, {self.channels}]')
         pairs = _subm_pairs(sites, self.kernel_size)
         w = self.weight.reshape(-1, self.channels)
-        out = features.new_zeros(features.shape)
+        out = features * w[pairs.identity_tap]  # the centre tap: every site itself
         return out.index_add_(0, pairs.out_rows, features.index_select(0, pairs.in_rows)
                               * w.index_select(0, pairs.tap))
 
