@@ -1,6 +1,6 @@
 """Scattered linear attention (ScatterFormer): every backend against the plain PyTorch reference.
 
-Outputs and gradients (q, k, v) of ``torch`` (both its CPU paths: windows padded to the longest,
+Outputs and gradients (q, k, v) of ``torch`` (both its CPU paths: windows padded in power-of-two length buckets,
 and chunked with recompute) and ``triton`` (kernels split
 long windows over programs, run under ``TRITON_INTERPRET=1`` on CPU) are compared with
 :func:`sla_reference` on tiny shapes: empty windows, windows of one row, one window, many

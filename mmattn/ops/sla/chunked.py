@@ -1,7 +1,8 @@
 """Scattered linear attention, memory-bounded PyTorch: rows in chunks, recompute in backward.
 
 On the CPU, when every window padded to the longest one fits in ``pad_elems`` elements, the same
-math runs on windows padded to ``(M, L, H, D)`` with batched matmuls instead (plain autograd; no
+math runs on zero-padded windows with batched matmuls instead (windows grouped in power-of-two
+length buckets, so padding at most doubles the work) (plain autograd; no
 per-row ``D x D`` products; reading ``L`` is a host sync, free on the CPU, so CUDA tensors always
 take the chunked path).
 
