@@ -1,7 +1,7 @@
 """Scattered linear attention (ScatterFormer): every backend against the plain PyTorch reference.
 
-Outputs and gradients (q, k, v) of ``torch`` (both its CPU paths: windows padded in power-of-two length buckets,
-and chunked with recompute) and ``triton`` (kernels split
+Outputs and gradients (q, k, v) of ``torch`` (both its CPU paths: windows padded in power-of-two
+length buckets, and chunked with recompute) and ``triton`` (kernels split
 long windows over programs, run under ``TRITON_INTERPRET=1`` on CPU) are compared with
 :func:`sla_reference` on tiny shapes: empty windows, windows of one row, one window, many
 windows, a window spanning several chunks (the Triton chunk is cut to 16 rows here, so a 70-row
