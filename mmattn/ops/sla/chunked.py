@@ -1,10 +1,10 @@
 """Scattered linear attention, memory-bounded PyTorch: rows in chunks, recompute in backward.
 
 On the CPU, when every window padded to the longest one fits in ``pad_elems`` elements, the same
-math runs on zero-padded windows with batched matmuls instead (windows grouped in power-of-two
-length buckets, so padding at most doubles the work) (plain autograd; no
-per-row ``D x D`` products; reading ``L`` is a host sync, free on the CPU, so CUDA tensors always
-take the chunked path).
+math runs on zero-padded windows with batched matmuls instead: windows grouped in power-of-two
+length buckets, so padding at most doubles the work; plain autograd; no per-row ``D x D``
+products; reading the lengths is a host sync, free on the CPU, so CUDA tensors always take the
+chunked path.
 
 Same math as :func:`~mmattn.ops.sla.reference.sla_reference`, but the per-row outer products
 ``relu(k_j)^T v_j`` (and the gathered per-row window states) only ever exist for one chunk of rows
