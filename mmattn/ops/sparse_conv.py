@@ -30,7 +30,6 @@ backend equals a dense ``F.conv3d`` (cross-correlation) sampled at the active ou
 (``tests/test_ops/test_sparse_conv.py``). Coordinates are int ``[N, 4]`` rows ``(b, z, y, x)``.
 """
 import importlib
-import itertools
 import math
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
@@ -131,16 +130,15 @@ def _num_cells(batch_size: Optional[int], spatial_shape: Sequence[int]) -> Optio
     return None if batch_size is None else int(batch_size) * math.prod(int(s) for s in spatial_shape)
 
 
-def _offsets(kernel_size: Tuple[int, int, int], device: torch.device) -> Tensor:
-    """``[K, 3]`` kernel taps in weight order (z slowest, x fastest)."""
-    taps = itertools.product(*(range(k) for k in kernel_size))
-    return torch.tensor(list(taps), dtype=torch.long, device=device).reshape(-1, 3)
+def _tap_ranges(kernel_size: Tuple[int, int, int], device: torch.device) -> List[Tensor]:
+    """Per dimension ``d``, the tap index ``arange(kernel_size[d])`` (z, y, x)."""
+    return [torch.arange(k, device=device) for k in kernel_size]
 
 
-def _pack_taps(b: Tensor, zyx: Tensor, spatial_shape: Sequence[int]) -> Tensor:
-    """``pack_coords`` of rows ``(b, zyx)``: ``b [N]`` batch indices, ``zyx [K, N, 3]`` per tap."""
-    z, y, x = (int(s) for s in spatial_shape)
-    return ((b * z + zyx[..., 0]) * y + zyx[..., 1]) * x + zyx[..., 2]
+def _combine_taps(z: Tensor, y: Tensor, x: Tensor) -> Tensor:
+    """Per-dimension values ``[kz, N]``, ``[ky, N]``, ``[kx, N]`` -> ``[kz * ky * kx, N]`` in
+    weight order (z slowest, x fastest): ``z[tz] * ... `` broadcast like the taps' product."""
+    return (z[:, None, None] + y[None, :, None] + x[None, None, :]).flatten(0, 2)
 
 
 def subm_rulebook(coords: Tensor, spatial_shape: Sequence[int], kernel_size: IntTriple,
@@ -150,7 +148,8 @@ def subm_rulebook(coords: Tensor, spatial_shape: Sequence[int], kernel_size: Int
 
     Only the taps before the centre are looked up: site ``j`` is tap ``k``'s neighbour of ``i``
     exactly when ``i`` is the mirrored tap ``K - 1 - k``'s neighbour of ``j``, and the centre tap
-    is each site itself.
+    is each site itself. A tap's key is the site's key plus a constant (``pack_coords`` is
+    linear), and a tap is inside the grid when it is in every dimension.
 
     Returns:
         ``[K, N]`` int64: for tap ``k`` and output site ``i``, the input row at
@@ -163,13 +162,15 @@ def subm_rulebook(coords: Tensor, spatial_shape: Sequence[int], kernel_size: Int
     dev, n = c.device, c.shape[0]
     num_taps = math.prod(ks)
     half = num_taps // 2
-    shape = torch.tensor(list(spatial_shape), device=dev)
-    taps = _offsets(ks, dev)[:half] - torch.tensor(ks, device=dev) // 2
-    taps = taps * torch.tensor(dil, device=dev)
-    zyx = c[None, :, 1:] + taps[:, None]  # [K // 2, N, 3]: the taps before the centre at once
-    inside = ((zyx >= 0) & (zyx < shape)).all(-1)
-    idx = _lookup(pack_coords(c, spatial_shape), _pack_taps(c[:, 0], zyx, spatial_shape).view(-1),
-                  _num_cells(batch_size, spatial_shape))
+    z, y, x = (int(s) for s in spatial_shape)
+    shifts = [(t - k // 2) * d for t, k, d in zip(_tap_ranges(ks, dev), ks, dil)]  # per dim
+    per_dim = [((c[None, :, i + 1] + sh[:, None] >= 0) & (c[None, :, i + 1] + sh[:, None] < size)
+                ).to(torch.int8) for i, (sh, size) in enumerate(zip(shifts, (z, y, x)))]
+    inside = _combine_taps(*per_dim)[:half] == 3  # inside the grid in all three dimensions
+    key_shift = _combine_taps(shifts[0][:, None] * (y * x), shifts[1][:, None] * x,
+                              shifts[2][:, None])[:half]  # [K // 2, 1]
+    keys = pack_coords(c, spatial_shape)
+    idx = _lookup(keys, (keys[None] + key_shift).view(-1), _num_cells(batch_size, spatial_shape))
     rulebook = torch.full((num_taps, n), -1, dtype=torch.long, device=dev)
     rulebook[:half] = torch.where(inside, idx.view(inside.shape), -1)
     rulebook[half] = torch.arange(n, device=dev)
@@ -179,12 +180,14 @@ def subm_rulebook(coords: Tensor, spatial_shape: Sequence[int], kernel_size: Int
 
 
 def strided_rulebook(coords: Tensor, spatial_shape: Sequence[int], kernel_size: IntTriple,
-                     stride: IntTriple, padding: IntTriple, batch_size: Optional[int] = None
+                     stride: IntTriple, padding: IntTriple
                      ) -> Tuple[Tensor, Tuple[int, int, int], Tensor]:
     """Output sites and input/output pairs of a regular (strided) sparse conv.
 
     An output site ``o`` reads input ``o * stride - padding + tap``; it is active when any of those
-    inputs is. ``batch_size`` as in :func:`subm_rulebook`.
+    inputs is. Each input site writes to the outputs ``(c + padding - tap) / stride`` that are
+    whole and inside the grid (worked out per dimension); the distinct output keys (``unique``)
+    are the output sites and their inverse places every pair, with no site lookup.
 
     Returns:
         out_coords ``[M, 4]`` sorted by ``(b, z, y, x)``, the output spatial shape, and
@@ -196,23 +199,23 @@ def strided_rulebook(coords: Tensor, spatial_shape: Sequence[int], kernel_size: 
         raise ValueError(f'strided_rulebook: spatial shape {tuple(spatial_shape)} is smaller '
                          f'than kernel {ks} with padding {pad}')
     c = coords.long()
-    dev = c.device
-    taps = _offsets(ks, dev)
-    st_t, pad_t = torch.tensor(st, device=dev), torch.tensor(pad, device=dev)
-    shape_t = torch.tensor(out_shape, device=dev)
-    num = c[None, :, 1:] + pad_t - taps[:, None]  # [K, N, 3]
-    o = torch.div(num, st_t, rounding_mode='floor')
-    ok = ((num % st_t) == 0).all(-1) & ((o >= 0) & (o < shape_t)).all(-1)
-    out_keys = torch.unique(_pack_taps(c[:, 0], o, out_shape)[ok])
-    z, y, x = out_shape
-    out_coords = torch.stack([out_keys // (z * y * x), out_keys // (y * x) % z,
-                              out_keys // x % y, out_keys % x], 1)
-    zyx = out_coords[None, :, 1:] * st_t - pad_t + taps[:, None]  # [K, M, 3]
-    inside = ((zyx >= 0) & (zyx < torch.tensor(list(spatial_shape), device=dev))).all(-1)
-    idx = _lookup(pack_coords(c, spatial_shape),
-                  _pack_taps(out_coords[:, 0], zyx, spatial_shape).view(-1),
-                  _num_cells(batch_size, spatial_shape)).view(inside.shape)
-    return out_coords, out_shape, torch.where(inside, idx, -1)
+    dev, n = c.device, c.shape[0]
+    oz, oy, ox = out_shape
+    outs, oks = [], []
+    for i, t in enumerate(_tap_ranges(ks, dev)):  # per dimension: [k_d, N]
+        num = c[None, :, i + 1] + pad[i] - t[:, None]
+        o = torch.div(num, st[i], rounding_mode='floor')
+        outs.append(o)
+        oks.append(((o * st[i] == num) & (o >= 0) & (o < out_shape[i])).to(torch.int8))
+    ok = _combine_taps(*oks) == 3  # [K, N]
+    keys = _combine_taps((c[:, 0] * oz + outs[0]) * (oy * ox), outs[1] * ox, outs[2])
+    tap, row = ok.nonzero(as_tuple=True)
+    out_keys, out_idx = torch.unique(keys[tap, row], return_inverse=True)
+    out_coords = torch.stack([out_keys // (oz * oy * ox), out_keys // (oy * ox) % oz,
+                              out_keys // ox % oy, out_keys % ox], 1)
+    rulebook = torch.full((ok.shape[0], out_keys.numel()), -1, dtype=torch.long, device=dev)
+    rulebook[tap, out_idx] = row
+    return out_coords, out_shape, rulebook
 
 
 @dataclass
@@ -501,7 +504,7 @@ class SparseConv3d(_SparseConvBase):
         if backend != 'rulebook':
             return _library_conv(backend, self, x, subm=False)
         coords, shape, rb = strided_rulebook(x.coords, x.spatial_shape, self.kernel_size,
-                                             self.stride, self.padding, x.batch_size)
+                                             self.stride, self.padding)
         out = _conv_by_rulebook(x.features, RulebookPairs.from_rulebook(rb), self._weight_kio())
         if self.bias is not None:
             out = out + self.bias
