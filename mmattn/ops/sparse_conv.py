@@ -136,8 +136,8 @@ def _tap_ranges(kernel_size: Tuple[int, int, int], device: torch.device) -> List
 
 
 def _combine_taps(z: Tensor, y: Tensor, x: Tensor) -> Tensor:
-    """Per-dimension values ``[kz, N]``, ``[ky, N]``, ``[kx, N]`` -> ``[kz * ky * kx, N]`` in
-    weight order (z slowest, x fastest): ``z[tz] * ... `` broadcast like the taps' product."""
+    """Per-dimension terms ``[kz, N]``, ``[ky, N]``, ``[kx, N]`` -> ``[kz * ky * kx, N]``, tap
+    ``(tz, ty, tx)`` (weight order: z slowest, x fastest) getting ``z[tz] + y[ty] + x[tx]``."""
     return (z[:, None, None] + y[None, :, None] + x[None, None, :]).flatten(0, 2)
 
 
@@ -199,7 +199,7 @@ def strided_rulebook(coords: Tensor, spatial_shape: Sequence[int], kernel_size: 
         raise ValueError(f'strided_rulebook: spatial shape {tuple(spatial_shape)} is smaller '
                          f'than kernel {ks} with padding {pad}')
     c = coords.long()
-    dev, n = c.device, c.shape[0]
+    dev = c.device
     oz, oy, ox = out_shape
     outs, oks = [], []
     for i, t in enumerate(_tap_ranges(ks, dev)):  # per dimension: [k_d, N]

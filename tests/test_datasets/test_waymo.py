@@ -145,7 +145,7 @@ def test_openpcdet_layout_contents(gen):
             assert info['pose'].shape == (4, 4)
             pts = _npy(info)
             assert pts.dtype == np.float32 and pts.ndim == 2 and pts.shape[1] == 6
-            assert 2000 <= len(pts) <= 5000
+            assert 1200 <= len(pts) <= 4000  # generator: 1427-3662
             for d in range(3):
                 assert PCR[d] <= pts[:, d].min() and pts[:, d].max() <= PCR[d + 3]
             assert set(np.unique(pts[:, 5]).tolist()) <= {-1.0, 1.0}
