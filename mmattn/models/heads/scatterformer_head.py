@@ -61,7 +61,7 @@ def draw_heatmap_gaussians(heatmap: Tensor, labels: Tensor, center_int: Tensor,
     integer centre ``(x, y)``, clipped to the map; boxes ``labels [n]``, ``center_int [n, 2]``,
     ``radius [n]``. One scatter-max per distinct radius instead of one call per box; a max does
     not depend on the order, so the map is the same to the bit."""
-    num_cls, h, w = heatmap.shape
+    _, h, w = heatmap.shape
     flat = heatmap.view(-1)
     for r in torch.unique(radius).tolist():
         sel = (radius == r).nonzero()[:, 0]
